@@ -1,0 +1,164 @@
+//! Where resources live.
+//!
+//! ```text
+//!  api-server / xDS / KDS
+//!        |  ResourceStore (get, list, create, update, delete, watch)
+//!        v
+//!  memory | sqlite (embedded default) | postgres (multi-instance)
+//!        |  every committed write
+//!        v
+//!  change feed (broadcast of ChangeEvent; PostgreSQL fans out with LISTEN/NOTIFY)
+//! ```
+//!
+//! Every backend passes the same conformance suite (`tests/conformance.rs`).
+
+use async_trait::async_trait;
+use kuma_model::{MeshName, Resource, ResourceKey, ResourceKind};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use tokio::sync::broadcast;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed. Only [`StoreError::Backend`] may succeed when
+/// retried unchanged; the others describe the request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No resource with this key. Not retryable.
+    #[error("{0} not found")]
+    NotFound(ResourceKey),
+    /// Create of a key that exists. Not retryable.
+    #[error("{0} already exists")]
+    AlreadyExists(ResourceKey),
+    /// The caller's version is stale: someone else wrote in between. Re-read and retry.
+    #[error("{key} has version {actual}, the write expected {expected}")]
+    Conflict { key: ResourceKey, expected: u64, actual: u64 },
+    /// A mesh-scoped resource names a mesh that does not exist. Not retryable.
+    #[error("mesh {0} not found")]
+    MeshNotFound(MeshName),
+    /// The backend failed (connection lost, disk full...). May succeed on retry.
+    /// The source is for logs only; never show it to a client.
+    #[error("storage backend failure")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+
+    /// Whether retrying the same operation unchanged can help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
+    }
+}
+
+/// What to list. Results are ordered by name, then mesh.
+#[derive(Clone, Debug)]
+pub struct ListFilter {
+    pub kind: ResourceKind,
+    /// `None` lists across all meshes (or a global kind).
+    pub mesh: Option<MeshName>,
+    /// Keep names containing this substring.
+    pub name_contains: Option<String>,
+    /// Keep resources carrying every one of these labels.
+    pub labels: BTreeMap<String, String>,
+    /// Dataplanes only: keep those with an inbound (or gateway) carrying every
+    /// one of these tags.
+    pub tags: BTreeMap<String, String>,
+    pub offset: usize,
+    /// `None` means no limit.
+    pub limit: Option<usize>,
+}
+
+impl ListFilter {
+    pub fn all(kind: ResourceKind) -> Self {
+        ListFilter {
+            kind,
+            mesh: None,
+            name_contains: None,
+            labels: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            offset: 0,
+            limit: None,
+        }
+    }
+
+    pub fn in_mesh(kind: ResourceKind, mesh: MeshName) -> Self {
+        ListFilter { mesh: Some(mesh), ..Self::all(kind) }
+    }
+
+    /// Whether `r` passes every filter except paging (for backends that filter in memory).
+    pub fn matches(&self, r: &Resource) -> bool {
+        r.kind() == self.kind
+            && self.mesh.as_ref().is_none_or(|m| r.key.mesh() == Some(m))
+            && self.name_contains.as_ref().is_none_or(|s| r.key.name().as_str().contains(s.as_str()))
+            && self.labels.iter().all(|(k, v)| r.meta.labels.get(k) == Some(v))
+            && (self.tags.is_empty() || dataplane_has_tags(&r.spec, &self.tags))
+    }
+}
+
+/// Whether a Dataplane spec has an inbound or gateway whose tags include all of `tags`.
+pub fn dataplane_has_tags(spec: &Value, tags: &BTreeMap<String, String>) -> bool {
+    let networking = &spec["networking"];
+    let mut candidates: Vec<&Value> = networking["inbound"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    if !networking["gateway"].is_null() {
+        candidates.push(&networking["gateway"]);
+    }
+    candidates
+        .iter()
+        .any(|c| tags.iter().all(|(k, v)| c["tags"][k.as_str()].as_str() == Some(v.as_str())))
+}
+
+/// One page of a list, with the count of everything that matched.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    pub items: Vec<Resource>,
+    pub total: usize,
+}
+
+/// The content of a write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Write {
+    pub labels: BTreeMap<String, String>,
+    pub spec: Value,
+    pub status: Option<Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeOp {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One committed write, as seen on the change feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeEvent {
+    pub op: ChangeOp,
+    pub key: ResourceKey,
+    /// The version after the write (the last version for a delete).
+    pub version: u64,
+}
+
+/// The storage contract every backend meets.
+#[async_trait]
+pub trait ResourceStore: Send + Sync + 'static {
+    async fn get(&self, key: &ResourceKey) -> Result<Resource, StoreError>;
+
+    async fn list(&self, filter: &ListFilter) -> Result<ListPage, StoreError>;
+
+    /// Creates `key` at version 1. Mesh-scoped kinds need their Mesh to exist.
+    async fn create(&self, key: &ResourceKey, write: Write) -> Result<Resource, StoreError>;
+
+    /// Replaces the content of `key`, bumping its version. With
+    /// `expected_version`, fails with [`StoreError::Conflict`] unless it matches.
+    async fn update(&self, key: &ResourceKey, write: Write, expected_version: Option<u64>) -> Result<Resource, StoreError>;
+
+    /// Deletes `key`; deleting a Mesh deletes everything in it.
+    async fn delete(&self, key: &ResourceKey, expected_version: Option<u64>) -> Result<(), StoreError>;
+
+    /// Subscribes to committed writes from now on. A lagging receiver gets
+    /// `RecvError::Lagged` and should re-list.
+    fn watch(&self) -> broadcast::Receiver<ChangeEvent>;
+}
