@@ -14,6 +14,16 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+pub mod common;
+pub mod dataplane;
+pub mod mesh;
+pub mod meshtimeout;
+mod policy;
+
+pub use dataplane::Dataplane;
+pub use mesh::Mesh;
+pub use meshtimeout::MeshTimeout;
+
 /// What a spec's validation may look at besides the spec itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
@@ -49,7 +59,8 @@ fn root(kind: ResourceKind) -> Path {
 
 fn check<T: Spec>(ctx: &Context<'_>, value: &Value) -> Result<Value, Violations> {
     let path = root(ctx.kind);
-    let typed: T = serde_path_to_error::deserialize(value).map_err(|e| from_serde_error(&path, e))?;
+    let typed: T =
+        serde_path_to_error::deserialize(value).map_err(|e| from_serde_error(&path, e))?;
     let mut errs = Violations::new();
     typed.validate(ctx, &path, &mut errs);
     errs.into_result()?;
@@ -78,8 +89,8 @@ macro_rules! spec_table {
 }
 
 spec_table! {
-    Mesh => Unchecked,
-    Dataplane => Unchecked,
+    Mesh => Mesh,
+    Dataplane => Dataplane,
     DataplaneInsight => Unchecked,
     Zone => Unchecked,
     ZoneInsight => Unchecked,
@@ -108,7 +119,7 @@ spec_table! {
     MeshRateLimit => Unchecked,
     MeshRetry => Unchecked,
     MeshTCPRoute => Unchecked,
-    MeshTimeout => Unchecked,
+    MeshTimeout => MeshTimeout,
     MeshTLS => Unchecked,
     MeshTrace => Unchecked,
     MeshTrafficPermission => Unchecked,
