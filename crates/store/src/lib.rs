@@ -10,7 +10,20 @@
 //!  change feed (broadcast of ChangeEvent; PostgreSQL fans out with LISTEN/NOTIFY)
 //! ```
 //!
-//! Every backend passes the same conformance suite (`tests/conformance.rs`).
+//! Every backend passes the same conformance suite (`tests/conformance.rs`,
+//! reusable by other crates through the `test-util` feature: [`testing`]).
+//!
+//! Backends: [`memory::MemoryStore`] (tests, `KUMA_STORE_TYPE=memory`),
+//! [`sqlite::SqliteStore`] (embedded default, one process per file),
+//! [`postgres::PostgresStore`] (several control planes on one database) and
+//! [`cache::CachedStore`], a read replica in memory in front of any of them.
+
+mod index;
+pub mod memory;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use memory::MemoryStore;
 
 use async_trait::async_trait;
 use kuma_model::{MeshName, Resource, ResourceKey, ResourceKind};
@@ -32,7 +45,11 @@ pub enum StoreError {
     AlreadyExists(ResourceKey),
     /// The caller's version is stale: someone else wrote in between. Re-read and retry.
     #[error("{key} has version {actual}, the write expected {expected}")]
-    Conflict { key: ResourceKey, expected: u64, actual: u64 },
+    Conflict {
+        key: ResourceKey,
+        expected: u64,
+        actual: u64,
+    },
     /// A mesh-scoped resource names a mesh that does not exist. Not retryable.
     #[error("mesh {0} not found")]
     MeshNotFound(MeshName),
@@ -52,6 +69,41 @@ impl StoreError {
         matches!(self, StoreError::Backend(_))
     }
 }
+
+/// Why a store could not be opened (connection, migrations, schema version).
+/// Unlike [`StoreError`], the message is meant for the operator reading the log.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The database schema is older than this binary expects.
+    #[error(
+        "database schema is at version {current}, this kuma-cp needs {required}: run `kuma-cp migrate up`"
+    )]
+    SchemaOutdated { current: i64, required: i64 },
+    /// The database schema is newer than this binary knows.
+    #[error(
+        "database schema is at version {current}, newer than the {required} this kuma-cp knows: upgrade kuma-cp, or set KUMA_STORE_POSTGRES_TOLERATE_NEWER_DB_VERSIONS=true if the newer migrations are backwards compatible"
+    )]
+    SchemaTooNew { current: i64, required: i64 },
+    /// A migration failed or was left half-applied.
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The database could not be reached or opened.
+    #[error("cannot open the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// The configuration cannot work (for example a TLS mode without its CA).
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+}
+
+/// The time a store stamps on a write, truncated to microseconds so that every
+/// backend returns exactly what it stored.
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
+/// Capacity of every change-feed channel; a receiver further behind gets `Lagged`.
+pub(crate) const FEED_CAPACITY: usize = 65_536;
 
 /// What to list. Results are ordered by name, then mesh.
 #[derive(Clone, Debug)]
@@ -85,15 +137,24 @@ impl ListFilter {
     }
 
     pub fn in_mesh(kind: ResourceKind, mesh: MeshName) -> Self {
-        ListFilter { mesh: Some(mesh), ..Self::all(kind) }
+        ListFilter {
+            mesh: Some(mesh),
+            ..Self::all(kind)
+        }
     }
 
     /// Whether `r` passes every filter except paging (for backends that filter in memory).
     pub fn matches(&self, r: &Resource) -> bool {
         r.kind() == self.kind
             && self.mesh.as_ref().is_none_or(|m| r.key.mesh() == Some(m))
-            && self.name_contains.as_ref().is_none_or(|s| r.key.name().as_str().contains(s.as_str()))
-            && self.labels.iter().all(|(k, v)| r.meta.labels.get(k) == Some(v))
+            && self
+                .name_contains
+                .as_ref()
+                .is_none_or(|s| r.key.name().as_str().contains(s.as_str()))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| r.meta.labels.get(k) == Some(v))
             && (self.tags.is_empty() || dataplane_has_tags(&r.spec, &self.tags))
     }
 }
@@ -101,13 +162,17 @@ impl ListFilter {
 /// Whether a Dataplane spec has an inbound or gateway whose tags include all of `tags`.
 pub fn dataplane_has_tags(spec: &Value, tags: &BTreeMap<String, String>) -> bool {
     let networking = &spec["networking"];
-    let mut candidates: Vec<&Value> = networking["inbound"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let mut candidates: Vec<&Value> = networking["inbound"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     if !networking["gateway"].is_null() {
         candidates.push(&networking["gateway"]);
     }
-    candidates
-        .iter()
-        .any(|c| tags.iter().all(|(k, v)| c["tags"][k.as_str()].as_str() == Some(v.as_str())))
+    candidates.iter().any(|c| {
+        tags.iter()
+            .all(|(k, v)| c["tags"][k.as_str()].as_str() == Some(v.as_str()))
+    })
 }
 
 /// One page of a list, with the count of everything that matched.
@@ -153,10 +218,19 @@ pub trait ResourceStore: Send + Sync + 'static {
 
     /// Replaces the content of `key`, bumping its version. With
     /// `expected_version`, fails with [`StoreError::Conflict`] unless it matches.
-    async fn update(&self, key: &ResourceKey, write: Write, expected_version: Option<u64>) -> Result<Resource, StoreError>;
+    async fn update(
+        &self,
+        key: &ResourceKey,
+        write: Write,
+        expected_version: Option<u64>,
+    ) -> Result<Resource, StoreError>;
 
     /// Deletes `key`; deleting a Mesh deletes everything in it.
-    async fn delete(&self, key: &ResourceKey, expected_version: Option<u64>) -> Result<(), StoreError>;
+    async fn delete(
+        &self,
+        key: &ResourceKey,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError>;
 
     /// Subscribes to committed writes from now on. A lagging receiver gets
     /// `RecvError::Lagged` and should re-list.
