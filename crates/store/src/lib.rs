@@ -20,10 +20,13 @@
 
 mod index;
 pub mod memory;
+mod row;
+pub mod sqlite;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
 pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use kuma_model::{MeshName, Resource, ResourceKey, ResourceKind};
