@@ -1,1 +1,29 @@
+//! Model -> Envoy resources, the snapshot cache and the ADS server.
+//!
+//! ```text
+//!  MeshContext (Dataplanes, MeshServices, policies of one mesh)
+//!        |  generate (pure; kuma-policy merges the rules)
+//!        v
+//!  ProxyPlan: ResourcePlan per listener / cluster / endpoints, versioned by content hash
+//!        |  SnapshotCache::set (interns equal plans: built and encoded once, shared by Arc)
+//!        v
+//!  per-proxy Snapshot (watch channel)
+//!        |  AdsServer: delta or state-of-the-world stream, per-type ACK/NACK tracking,
+//!        v  only changed resources are sent
+//!  Envoy
+//! ```
 
+pub mod cache;
+pub mod envoy;
+pub mod generate;
+pub mod input;
+pub mod plan;
+pub mod server;
+pub mod timeout;
+
+pub use cache::{Snapshot, SnapshotCache, VersionedResource};
+pub use generate::{MeshEndpoints, ProxyPlan, generate, service_cluster_name};
+pub use input::MeshContext;
+pub use plan::{ResourcePlan, ResourceType};
+pub use server::{AdsServer, StreamAuth, StreamEvents};
+pub use timeout::Timeouts;

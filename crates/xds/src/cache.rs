@@ -1,0 +1,165 @@
+//! Per-proxy snapshots. Equal resource plans are built and encoded once and
+//! shared by `Arc` between every proxy that gets them.
+
+use crate::envoy::to_any;
+use crate::plan::{ResourcePlan, ResourceType};
+use envoy_types::pb::google::protobuf::Any;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::watch;
+
+/// One encoded resource with its content version.
+#[derive(Debug)]
+pub struct VersionedResource {
+    pub name: String,
+    pub version: String,
+    pub any: Any,
+    pub plan: ResourcePlan,
+}
+
+/// Everything one proxy should have, by type and name.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub resources: BTreeMap<ResourceType, BTreeMap<String, Arc<VersionedResource>>>,
+}
+
+impl Snapshot {
+    pub fn of_type(&self, t: ResourceType) -> Option<&BTreeMap<String, Arc<VersionedResource>>> {
+        self.resources.get(&t)
+    }
+
+    /// Whether both hold the same names at the same versions.
+    pub fn same_as(&self, other: &Snapshot) -> bool {
+        self.resources.len() == other.resources.len()
+            && self
+                .resources
+                .iter()
+                .zip(&other.resources)
+                .all(|((ta, a), (tb, b))| {
+                    ta == tb
+                        && a.len() == b.len()
+                        && a.iter()
+                            .zip(b)
+                            .all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version)
+                })
+    }
+}
+
+/// A version for a set of resources (state of the world): a hash of their names and versions.
+pub fn set_version<'a>(
+    items: impl Iterator<Item = (&'a String, &'a Arc<VersionedResource>)>,
+) -> String {
+    let mut h = Sha256::new();
+    for (n, r) in items {
+        h.update(n.as_bytes());
+        h.update([0]);
+        h.update(r.version.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+type InternKey = (ResourceType, String, String);
+
+/// Snapshots of every proxy, each behind a watch channel its ADS stream follows.
+#[derive(Default)]
+pub struct SnapshotCache {
+    proxies: Mutex<HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
+    interned: Mutex<Interned>,
+}
+
+#[derive(Default)]
+struct Interned {
+    map: HashMap<InternKey, Weak<VersionedResource>>,
+    sweep_at: usize,
+}
+
+impl SnapshotCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn intern(&self, plan: &ResourcePlan) -> Arc<VersionedResource> {
+        let version = plan.version();
+        let key = (plan.resource_type(), plan.name().to_string(), version);
+        let mut interned = self.interned.lock().expect("intern lock");
+        if let Some(r) = interned.map.get(&key).and_then(Weak::upgrade) {
+            return r;
+        }
+        let r = Arc::new(VersionedResource {
+            name: key.1.clone(),
+            version: key.2.clone(),
+            any: to_any(plan),
+            plan: plan.clone(),
+        });
+        interned.map.insert(key, Arc::downgrade(&r));
+        if interned.map.len() > interned.sweep_at {
+            interned.map.retain(|_, w| w.strong_count() > 0);
+            interned.sweep_at = (interned.map.len() * 2).max(1024);
+        }
+        r
+    }
+
+    /// Builds a snapshot from plans (without storing it).
+    pub fn build(&self, plans: &[ResourcePlan]) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for p in plans {
+            snap.resources
+                .entry(p.resource_type())
+                .or_default()
+                .insert(p.name().to_string(), self.intern(p));
+        }
+        snap
+    }
+
+    /// Sets a proxy's snapshot. Returns whether anything changed for it.
+    pub fn set(&self, node_id: &str, plans: &[ResourcePlan]) -> bool {
+        let snap = Arc::new(self.build(plans));
+        let mut proxies = self.proxies.lock().expect("cache lock");
+        let tx = proxies
+            .entry(node_id.to_string())
+            .or_insert_with(|| watch::channel(None).0);
+        tx.send_if_modified(|cur| {
+            if cur.as_ref().is_some_and(|c| c.same_as(&snap)) {
+                false
+            } else {
+                *cur = Some(snap);
+                true
+            }
+        })
+    }
+
+    /// Follows a proxy's snapshot; `None` until the first one is set.
+    pub fn watch(&self, node_id: &str) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        let mut proxies = self.proxies.lock().expect("cache lock");
+        proxies
+            .entry(node_id.to_string())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+
+    pub fn get(&self, node_id: &str) -> Option<Arc<Snapshot>> {
+        self.proxies
+            .lock()
+            .expect("cache lock")
+            .get(node_id)
+            .and_then(|tx| tx.borrow().clone())
+    }
+
+    /// Forgets a proxy (its Dataplane is gone).
+    pub fn remove(&self, node_id: &str) {
+        self.proxies.lock().expect("cache lock").remove(node_id);
+    }
+
+    /// Number of distinct encoded resources alive (for metrics and the benchmark).
+    pub fn interned_len(&self) -> usize {
+        self.interned
+            .lock()
+            .expect("intern lock")
+            .map
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+}

@@ -1,0 +1,346 @@
+//! Model -> plans: which listeners, clusters and endpoints one proxy gets.
+
+use crate::input::{
+    DataplaneView, Inbound, MeshContext, MeshServiceView, Outbound, SERVICE_TAG, ServicePort,
+};
+use crate::plan::{
+    ClusterPlan, ClusterSource, EndpointsPlan, FilterPlan, ListenerPlan, Protocol, ResourcePlan,
+    SocketAddr,
+};
+use crate::timeout::Timeouts;
+use kuma_policy::{DestinationRef, InboundRef, ProxyRef, ProxyRules};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Everything generated for one proxy.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProxyPlan {
+    pub resources: Vec<ResourcePlan>,
+    /// MeshTimeout rules as merged for this proxy (for `_rules`).
+    pub timeout_rules: ProxyRules,
+    /// Problems that did not stop generation (unknown outbound targets, bad policies).
+    pub warnings: Vec<String>,
+}
+
+/// Endpoints of every MeshService port in a mesh, computed once per mesh
+/// change and shared by all its proxies.
+#[derive(Clone, Debug, Default)]
+pub struct MeshEndpoints {
+    by_cluster: BTreeMap<String, Vec<SocketAddr>>,
+}
+
+impl MeshEndpoints {
+    pub fn compute(ctx: &MeshContext) -> Self {
+        let mut by_cluster = BTreeMap::new();
+        for svc in ctx.services.values() {
+            for port in &svc.spec.ports {
+                let mut eps = Vec::new();
+                for dp in ctx.dataplanes.values() {
+                    if ctx.offline.contains(&dp.name) || !svc.selects(dp) {
+                        continue;
+                    }
+                    for inbound in &dp.spec.networking.inbound {
+                        if inbound.is_ready() && inbound_serves(svc, port, dp, inbound) {
+                            eps.push(SocketAddr {
+                                address: endpoint_address(dp, inbound),
+                                port: inbound.port,
+                            });
+                        }
+                    }
+                }
+                eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+                eps.dedup();
+                by_cluster.insert(service_cluster_name(&ctx.mesh, &svc.name, port.port), eps);
+            }
+        }
+        MeshEndpoints { by_cluster }
+    }
+
+    pub fn get(&self, cluster: &str) -> &[SocketAddr] {
+        self.by_cluster
+            .get(cluster)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+fn inbound_serves(
+    svc: &MeshServiceView,
+    port: &ServicePort,
+    _dp: &DataplaneView,
+    inbound: &Inbound,
+) -> bool {
+    if let Some(want) = &svc.spec.selector.dataplane_tags
+        && !want.iter().all(|(k, v)| inbound.tags.get(k) == Some(v))
+    {
+        return false;
+    }
+    match &port.target_port {
+        Some(serde_json::Value::Number(n)) => n.as_u64() == Some(u64::from(inbound.port)),
+        Some(serde_json::Value::String(s)) => inbound.name.as_deref() == Some(s.as_str()),
+        _ => inbound.port == port.port,
+    }
+}
+
+fn endpoint_address(dp: &DataplaneView, inbound: &Inbound) -> String {
+    let n = &dp.spec.networking;
+    inbound
+        .address
+        .clone()
+        .or_else(|| n.advertised_address.clone())
+        .unwrap_or_else(|| n.address.clone())
+}
+
+/// Kuma's cluster name for one port of a MeshService of the local zone.
+pub fn service_cluster_name(mesh: &str, service: &str, port: u32) -> String {
+    format!("{mesh}_{service}___msvc_{port}")
+}
+
+const PASSTHROUGH: &str = "outbound:passthrough:ipv4";
+
+/// Generates the resources of `dp`.
+pub fn generate(ctx: &MeshContext, endpoints: &MeshEndpoints, dp: &DataplaneView) -> ProxyPlan {
+    let mut plan = ProxyPlan::default();
+    let net = &dp.spec.networking;
+    let proxy = ProxyRef {
+        name: &dp.name,
+        labels: &dp.labels,
+        inbounds: net
+            .inbound
+            .iter()
+            .map(|i| InboundRef {
+                name: i.name.as_deref(),
+                port: i.port,
+                tags: &i.tags,
+            })
+            .collect(),
+    };
+    let (rules, errors) = kuma_policy::rules_for(&proxy, &ctx.timeouts);
+    plan.warnings.extend(errors.iter().map(ToString::to_string));
+
+    // Inbounds: the proxy's address -> the local application.
+    let mut seen_clusters = BTreeSet::new();
+    for (inbound, iref) in net.inbound.iter().zip(&proxy.inbounds) {
+        let protocol = Protocol::parse(
+            inbound
+                .tags
+                .get(crate::input::PROTOCOL_TAG)
+                .map(String::as_str),
+        );
+        let timeouts = Timeouts::from_conf(rules.inbound_conf(iref).as_ref().map(|c| &c.conf));
+        let service_port = inbound.service_port.unwrap_or(inbound.port);
+        let service_address = inbound
+            .service_address
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let cluster = format!("localhost:{service_port}");
+        if seen_clusters.insert(cluster.clone()) {
+            plan.resources.push(ResourcePlan::Cluster(ClusterPlan {
+                name: cluster.clone(),
+                protocol,
+                source: ClusterSource::Static(SocketAddr {
+                    address: service_address,
+                    port: service_port,
+                }),
+                timeouts,
+            }));
+        }
+        let address = inbound
+            .address
+            .clone()
+            .unwrap_or_else(|| net.address.clone());
+        let name = format!("inbound:{address}:{}", inbound.port);
+        plan.resources.push(ResourcePlan::Listener(ListenerPlan {
+            stat_prefix: name.replace(':', "_"),
+            name,
+            address: SocketAddr {
+                address,
+                port: inbound.port,
+            },
+            inbound: true,
+            bind_to_port: true,
+            use_original_dst: false,
+            filter: filter(protocol, cluster, timeouts),
+        }));
+    }
+
+    // Outbounds listed in the Dataplane: a local port -> a MeshService port.
+    let mut used_ports: Vec<(&MeshServiceView, &ServicePort)> = Vec::new();
+    for outbound in &net.outbound {
+        let Some((svc, port)) = resolve_outbound(ctx, outbound) else {
+            plan.warnings.push(format!(
+                "outbound {}: no MeshService matches {}",
+                outbound.port,
+                describe(outbound)
+            ));
+            continue;
+        };
+        let address = outbound
+            .address
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let (cluster, timeouts, protocol) = outbound_target(ctx, &rules, svc, port);
+        let name = format!("outbound:{address}:{}", outbound.port);
+        plan.resources.push(ResourcePlan::Listener(ListenerPlan {
+            stat_prefix: name.replace(':', "_"),
+            name,
+            address: SocketAddr {
+                address,
+                port: outbound.port,
+            },
+            inbound: false,
+            bind_to_port: true,
+            use_original_dst: false,
+            filter: filter(protocol, cluster, timeouts),
+        }));
+        used_ports.push((svc, port));
+    }
+
+    // With transparent proxying every reachable MeshService gets a listener on its VIP.
+    if let Some(tp) = &net.transparent_proxying {
+        for svc in ctx.services.values() {
+            for vip in &svc.status.vips {
+                for port in &svc.spec.ports {
+                    let (cluster, timeouts, protocol) = outbound_target(ctx, &rules, svc, port);
+                    let name = format!("outbound:{}:{}", vip.ip, port.port);
+                    plan.resources.push(ResourcePlan::Listener(ListenerPlan {
+                        stat_prefix: name.replace(':', "_"),
+                        name,
+                        address: SocketAddr {
+                            address: vip.ip.clone(),
+                            port: port.port,
+                        },
+                        inbound: false,
+                        bind_to_port: false,
+                        use_original_dst: false,
+                        filter: filter(protocol, cluster, timeouts),
+                    }));
+                    used_ports.push((svc, port));
+                }
+            }
+        }
+        plan.resources.push(ResourcePlan::Cluster(ClusterPlan {
+            name: PASSTHROUGH.into(),
+            protocol: Protocol::Tcp,
+            source: ClusterSource::OriginalDst,
+            timeouts: Timeouts::default(),
+        }));
+        plan.resources.push(ResourcePlan::Listener(ListenerPlan {
+            name: PASSTHROUGH.into(),
+            address: SocketAddr {
+                address: "0.0.0.0".into(),
+                port: tp.redirect_port_outbound,
+            },
+            inbound: false,
+            bind_to_port: true,
+            use_original_dst: true,
+            stat_prefix: PASSTHROUGH.replace(':', "_"),
+            filter: FilterPlan::Tcp {
+                cluster: PASSTHROUGH.into(),
+                idle_ms: Timeouts::default().idle_ms,
+            },
+        }));
+    }
+
+    // One EDS cluster and its endpoints per MeshService port used.
+    for (svc, port) in used_ports {
+        let (cluster, timeouts, protocol) = outbound_target(ctx, &rules, svc, port);
+        if !seen_clusters.insert(cluster.clone()) {
+            continue;
+        }
+        plan.resources.push(ResourcePlan::Cluster(ClusterPlan {
+            name: cluster.clone(),
+            protocol,
+            source: ClusterSource::Eds,
+            timeouts,
+        }));
+        plan.resources.push(ResourcePlan::Endpoints(EndpointsPlan {
+            endpoints: endpoints.get(&cluster).to_vec(),
+            cluster,
+        }));
+    }
+    plan.timeout_rules = rules;
+    plan
+}
+
+fn filter(protocol: Protocol, cluster: String, timeouts: Timeouts) -> FilterPlan {
+    if protocol.is_http() {
+        FilterPlan::Http {
+            cluster,
+            protocol,
+            timeouts,
+        }
+    } else {
+        FilterPlan::Tcp {
+            cluster,
+            idle_ms: timeouts.idle_ms,
+        }
+    }
+}
+
+fn outbound_target(
+    ctx: &MeshContext,
+    rules: &ProxyRules,
+    svc: &MeshServiceView,
+    port: &ServicePort,
+) -> (String, Timeouts, Protocol) {
+    let dest = DestinationRef {
+        name: &svc.name,
+        labels: &svc.labels,
+        port: port.port,
+        port_name: port.name.as_deref(),
+    };
+    let timeouts = Timeouts::from_conf(rules.to_conf(&dest).as_ref().map(|c| &c.conf));
+    (
+        service_cluster_name(&ctx.mesh, &svc.name, port.port),
+        timeouts,
+        Protocol::parse(port.app_protocol.as_deref()),
+    )
+}
+
+fn describe(o: &Outbound) -> String {
+    match (&o.backend_ref, o.tags.get(SERVICE_TAG)) {
+        (Some(b), _) => format!("backendRef {} {}", b.kind, b.name.as_deref().unwrap_or("")),
+        (None, Some(s)) => format!("kuma.io/service {s}"),
+        (None, None) => "nothing".into(),
+    }
+}
+
+/// Finds the MeshService port an outbound points at: by `backendRef`, or by
+/// the `kuma.io/service` tag the MeshService was generated from.
+fn resolve_outbound<'a>(
+    ctx: &'a MeshContext,
+    o: &Outbound,
+) -> Option<(&'a MeshServiceView, &'a ServicePort)> {
+    let pick_port = |svc: &'a MeshServiceView,
+                     want: Option<u32>|
+     -> Option<(&'a MeshServiceView, &'a ServicePort)> {
+        let port = match want {
+            Some(p) => svc.spec.ports.iter().find(|sp| sp.port == p)?,
+            None => svc.spec.ports.first()?,
+        };
+        Some((svc, port))
+    };
+    if let Some(b) = &o.backend_ref {
+        if b.kind != "MeshService" {
+            return None;
+        }
+        let svc = match &b.name {
+            Some(n) => ctx.services.get(n)?,
+            None => ctx
+                .services
+                .values()
+                .find(|s| b.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))?,
+        };
+        return pick_port(svc, b.port);
+    }
+    let service = o.tags.get(SERVICE_TAG)?;
+    let svc = ctx.services.values().find(|s| {
+        s.spec
+            .selector
+            .dataplane_tags
+            .as_ref()
+            .is_some_and(|t| t.len() == 1 && t.get(SERVICE_TAG) == Some(service))
+    })?;
+    pick_port(svc, None)
+}

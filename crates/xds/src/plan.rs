@@ -1,0 +1,160 @@
+//! The Envoy resources a proxy gets, as plain data: what generation decides,
+//! before it becomes protobuf. Versions are hashes of these values (never of
+//! encoded protobuf, whose map order is unstable).
+
+use crate::timeout::Timeouts;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The xDS resource types served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ResourceType {
+    Cluster,
+    Endpoints,
+    Listener,
+    Route,
+}
+
+impl ResourceType {
+    /// Push order: clusters before their endpoints, both before listeners using them.
+    pub const ORDER: [ResourceType; 4] = [
+        ResourceType::Cluster,
+        ResourceType::Endpoints,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            ResourceType::Endpoints => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            ResourceType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        Self::ORDER.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// Whether a state-of-the-world response must list every resource of the type.
+    pub fn is_wildcard(self) -> bool {
+        matches!(self, ResourceType::Cluster | ResourceType::Listener)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Http,
+    Http2,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn parse(s: Option<&str>) -> Protocol {
+        match s.map(str::to_ascii_lowercase).as_deref() {
+            Some("http") => Protocol::Http,
+            Some("http2") => Protocol::Http2,
+            Some("grpc") => Protocol::Grpc,
+            _ => Protocol::Tcp,
+        }
+    }
+
+    pub fn is_http(self) -> bool {
+        !matches!(self, Protocol::Tcp)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct SocketAddr {
+    pub address: String,
+    pub port: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ClusterSource {
+    /// One fixed address (the local application).
+    Static(SocketAddr),
+    /// Endpoints come over EDS.
+    Eds,
+    /// Wherever the connection was going (transparent-proxy passthrough).
+    OriginalDst,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ClusterPlan {
+    pub name: String,
+    pub protocol: Protocol,
+    pub source: ClusterSource,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct EndpointsPlan {
+    pub cluster: String,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FilterPlan {
+    Http {
+        cluster: String,
+        protocol: Protocol,
+        timeouts: Timeouts,
+    },
+    Tcp {
+        cluster: String,
+        idle_ms: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerPlan {
+    pub name: String,
+    pub address: SocketAddr,
+    pub inbound: bool,
+    pub bind_to_port: bool,
+    pub use_original_dst: bool,
+    pub stat_prefix: String,
+    pub filter: FilterPlan,
+}
+
+/// One resource to serve.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ResourcePlan {
+    Cluster(ClusterPlan),
+    Endpoints(EndpointsPlan),
+    Listener(ListenerPlan),
+}
+
+impl ResourcePlan {
+    pub fn resource_type(&self) -> ResourceType {
+        match self {
+            ResourcePlan::Cluster(_) => ResourceType::Cluster,
+            ResourcePlan::Endpoints(_) => ResourceType::Endpoints,
+            ResourcePlan::Listener(_) => ResourceType::Listener,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            ResourcePlan::Cluster(c) => &c.name,
+            ResourcePlan::Endpoints(e) => &e.cluster,
+            ResourcePlan::Listener(l) => &l.name,
+        }
+    }
+
+    /// A version derived from the plan's content: equal plans, equal versions.
+    pub fn version(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("plans serialize");
+        hex::encode(&Sha256::digest(&bytes)[..8])
+    }
+}

@@ -1,0 +1,553 @@
+//! The ADS server: delta and state-of-the-world streams over one snapshot cache.
+//!
+//! Per stream: the node arrives on the first request only and may not change;
+//! a request is an ACK/NACK only when it names the latest nonce sent for its
+//! type; an ACK never triggers a resend; a NACK rolls back what the client is
+//! believed to hold and waits for the next change (no retry loop).
+
+use crate::cache::{Snapshot, SnapshotCache, set_version};
+use crate::plan::ResourceType;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use futures::Stream;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+/// What a stream reports about itself, for insights and lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    Sent(ResourceType),
+    Acked(ResourceType),
+    Nacked(ResourceType, String),
+}
+
+/// Checks a proxy's credentials when its stream opens.
+#[tonic::async_trait]
+pub trait StreamAuth: Send + Sync + 'static {
+    /// Refuses the stream with a status that says why.
+    async fn authenticate(&self, node: &Node, metadata: &MetadataMap) -> Result<(), Status>;
+}
+
+/// Hooks for the proxy lifecycle: a stream opened, closed, or (N)ACKed.
+#[tonic::async_trait]
+pub trait StreamEvents: Send + Sync + 'static {
+    /// Called once the stream is authenticated, before anything is sent.
+    /// An error refuses the stream.
+    async fn connected(&self, stream_id: u64, node: &Node) -> Result<(), Status>;
+    async fn disconnected(&self, stream_id: u64, node_id: &str);
+    fn event(&self, stream_id: u64, node_id: &str, event: StreamEvent);
+}
+
+/// Serves ADS from a [`SnapshotCache`].
+pub struct AdsServer {
+    cache: Arc<SnapshotCache>,
+    auth: Arc<dyn StreamAuth>,
+    events: Arc<dyn StreamEvents>,
+    next_stream: std::sync::atomic::AtomicU64,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl AdsServer {
+    pub fn new(
+        cache: Arc<SnapshotCache>,
+        auth: Arc<dyn StreamAuth>,
+        events: Arc<dyn StreamEvents>,
+    ) -> Self {
+        AdsServer {
+            cache,
+            auth,
+            events,
+            next_stream: 1.into(),
+        }
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
+    }
+
+    fn stream_id(&self) -> u64 {
+        self.next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Common opening of both stream kinds: wait for the node, authenticate, announce.
+struct Opened {
+    node_id: String,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+}
+
+async fn open(
+    server: &Ctx,
+    stream_id: u64,
+    node: Option<&Node>,
+    metadata: &MetadataMap,
+) -> Result<Opened, Status> {
+    let node = node.ok_or_else(|| {
+        Status::invalid_argument("the first request of a stream must carry the node")
+    })?;
+    if node.id.is_empty() {
+        return Err(Status::invalid_argument("node id is empty"));
+    }
+    server.auth.authenticate(node, metadata).await?;
+    let snapshots = server.cache.watch(&node.id);
+    server.events.connected(stream_id, node).await?;
+    info!(node_id = %node.id, stream_id, "proxy connected");
+    Ok(Opened {
+        node_id: node.id.clone(),
+        snapshots,
+    })
+}
+
+#[derive(Clone)]
+struct Ctx {
+    cache: Arc<SnapshotCache>,
+    auth: Arc<dyn StreamAuth>,
+    events: Arc<dyn StreamEvents>,
+}
+
+fn check_node(node: Option<&Node>, node_id: &str) -> Result<(), Status> {
+    match node {
+        Some(n) if !n.id.is_empty() && n.id != node_id => Err(Status::permission_denied(
+            "the node id cannot change within a stream",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let metadata = request.metadata().clone();
+        let mut inbound = request.into_inner();
+        let ctx = Ctx {
+            cache: self.cache.clone(),
+            auth: self.auth.clone(),
+            events: self.events.clone(),
+        };
+        let stream_id = self.stream_id();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let first = match inbound.next().await {
+                Some(Ok(r)) => r,
+                _ => return,
+            };
+            let opened = match open(&ctx, stream_id, first.node.as_ref(), &metadata).await {
+                Ok(o) => o,
+                Err(status) => {
+                    warn!(stream_id, reason = status.message(), "stream refused");
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let node_id = opened.node_id.clone();
+            let result = sotw_loop(&ctx, stream_id, opened, first, inbound, &tx).await;
+            if let Err(status) = result {
+                let _ = tx.send(Err(status)).await;
+            }
+            ctx.events.disconnected(stream_id, &node_id).await;
+            info!(%node_id, stream_id, "proxy disconnected");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let metadata = request.metadata().clone();
+        let mut inbound = request.into_inner();
+        let ctx = Ctx {
+            cache: self.cache.clone(),
+            auth: self.auth.clone(),
+            events: self.events.clone(),
+        };
+        let stream_id = self.stream_id();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let first = match inbound.next().await {
+                Some(Ok(r)) => r,
+                _ => return,
+            };
+            let opened = match open(&ctx, stream_id, first.node.as_ref(), &metadata).await {
+                Ok(o) => o,
+                Err(status) => {
+                    warn!(stream_id, reason = status.message(), "stream refused");
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let node_id = opened.node_id.clone();
+            let result = delta_loop(&ctx, stream_id, opened, first, inbound, &tx).await;
+            if let Err(status) = result {
+                let _ = tx.send(Err(status)).await;
+            }
+            ctx.events.disconnected(stream_id, &node_id).await;
+            info!(%node_id, stream_id, "proxy disconnected");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+// ---------------------------------------------------------------- delta
+
+/// Per resource, the version held before a response (`None`: not held).
+type Undo = Vec<(String, Option<String>)>;
+
+#[derive(Default)]
+struct DeltaType {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// What the client is believed to hold: name -> version.
+    held: HashMap<String, String>,
+    /// The latest nonce sent and how to undo it on a NACK.
+    pending: Option<(String, Undo)>,
+}
+
+impl DeltaType {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+struct DeltaStream {
+    types: BTreeMap<ResourceType, DeltaType>,
+    nonce: u64,
+}
+
+impl DeltaStream {
+    /// The response that brings the client of type `t` up to `snap`, if any is needed.
+    fn diff(&mut self, t: ResourceType, snap: &Snapshot) -> Option<DeltaDiscoveryResponse> {
+        let state = self.types.get_mut(&t)?;
+        let empty = BTreeMap::new();
+        let desired = snap.of_type(t).unwrap_or(&empty);
+        let mut resources = Vec::new();
+        let mut undo = Vec::new();
+        for (name, r) in desired {
+            if !state.wants(name) || state.held.get(name) == Some(&r.version) {
+                continue;
+            }
+            resources.push(Resource {
+                name: name.clone(),
+                version: r.version.clone(),
+                resource: Some(r.any.clone()),
+                ..Default::default()
+            });
+            undo.push((
+                name.clone(),
+                state.held.insert(name.clone(), r.version.clone()),
+            ));
+        }
+        let mut removed: Vec<String> = state
+            .held
+            .keys()
+            .filter(|n| !desired.contains_key(*n) || !state.wants(n))
+            .cloned()
+            .collect();
+        removed.sort();
+        for name in &removed {
+            undo.push((name.clone(), state.held.remove(name)));
+        }
+        if resources.is_empty() && removed.is_empty() {
+            return None;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        state.pending = Some((nonce.clone(), undo));
+        Some(DeltaDiscoveryResponse {
+            type_url: t.type_url().to_string(),
+            resources,
+            removed_resources: removed,
+            nonce,
+            system_version_info: String::new(),
+            ..Default::default()
+        })
+    }
+}
+
+async fn delta_loop(
+    ctx: &Ctx,
+    stream_id: u64,
+    mut opened: Opened,
+    first: DeltaDiscoveryRequest,
+    mut inbound: Streaming<DeltaDiscoveryRequest>,
+    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) -> Result<(), Status> {
+    let node_id = opened.node_id.clone();
+    let mut st = DeltaStream {
+        types: BTreeMap::new(),
+        nonce: 0,
+    };
+    let mut next = Some(first);
+    loop {
+        if let Some(req) = next.take() {
+            check_node(req.node.as_ref(), &node_id)?;
+            let Some(t) = ResourceType::from_type_url(&req.type_url) else {
+                debug!(type_url = %req.type_url, "ignoring unknown type");
+                continue;
+            };
+            let new_type = !st.types.contains_key(&t);
+            let state = st.types.entry(t).or_default();
+            if new_type {
+                state.wildcard = req.resource_names_subscribe.is_empty();
+                state.held = req.initial_resource_versions.clone().into_iter().collect();
+            }
+            for n in &req.resource_names_subscribe {
+                if n == "*" {
+                    state.wildcard = true;
+                } else {
+                    state.names.insert(n.clone());
+                }
+            }
+            for n in &req.resource_names_unsubscribe {
+                if n == "*" {
+                    state.wildcard = false;
+                } else {
+                    state.names.remove(n);
+                    state.held.remove(n);
+                }
+            }
+            if !req.response_nonce.is_empty() {
+                let latest = state
+                    .pending
+                    .as_ref()
+                    .is_some_and(|(n, _)| *n == req.response_nonce);
+                if latest {
+                    let (_, undo) = state.pending.take().expect("checked");
+                    match &req.error_detail {
+                        Some(err) => {
+                            for (name, prev) in undo.into_iter().rev() {
+                                match prev {
+                                    Some(v) => state.held.insert(name, v),
+                                    None => state.held.remove(&name),
+                                };
+                            }
+                            warn!(%node_id, type_url = %req.type_url, error = %err.message, "proxy rejected an update");
+                            ctx.events.event(
+                                stream_id,
+                                &node_id,
+                                crate::server::StreamEvent::Nacked(t, err.message.clone()),
+                            );
+                        }
+                        None => ctx.events.event(stream_id, &node_id, StreamEvent::Acked(t)),
+                    }
+                }
+            }
+            // A pure ACK/NACK changes no subscription and needs no reply; anything
+            // else may call for resources the client does not hold yet.
+            let pure_ack = !req.response_nonce.is_empty()
+                && req.resource_names_subscribe.is_empty()
+                && req.resource_names_unsubscribe.is_empty();
+            let snap = opened.snapshots.borrow().clone();
+            if !pure_ack
+                && let Some(snap) = snap
+                && let Some(resp) = st.diff(t, &snap)
+            {
+                send_delta(ctx, stream_id, &node_id, tx, t, resp).await?;
+            }
+        }
+        tokio::select! {
+            req = inbound.next() => match req {
+                Some(Ok(r)) => next = Some(r),
+                Some(Err(status)) => {
+                    debug!(%node_id, %status, "stream error");
+                    return Ok(());
+                }
+                None => return Ok(()),
+            },
+            changed = opened.snapshots.changed() => {
+                if changed.is_err() {
+                    return Err(Status::unavailable("the proxy was removed"));
+                }
+                let snap = opened.snapshots.borrow_and_update().clone();
+                if let Some(snap) = snap {
+                    for t in ResourceType::ORDER {
+                        if let Some(resp) = st.diff(t, &snap) {
+                            send_delta(ctx, stream_id, &node_id, tx, t, resp).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send_delta(
+    ctx: &Ctx,
+    stream_id: u64,
+    node_id: &str,
+    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    t: ResourceType,
+    resp: DeltaDiscoveryResponse,
+) -> Result<(), Status> {
+    debug!(
+        node_id,
+        type_url = t.type_url(),
+        n = resp.resources.len(),
+        removed = resp.removed_resources.len(),
+        "sending"
+    );
+    tx.send(Ok(resp))
+        .await
+        .map_err(|_| Status::cancelled("stream closed"))?;
+    ctx.events.event(stream_id, node_id, StreamEvent::Sent(t));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- state of the world
+
+#[derive(Default)]
+struct SotwType {
+    /// Empty for wildcard types means everything.
+    names: BTreeSet<String>,
+    sent_version: Option<String>,
+    nonce: Option<String>,
+}
+
+fn sotw_response(
+    t: ResourceType,
+    state: &SotwType,
+    snap: &Snapshot,
+) -> (String, Vec<envoy_types::pb::google::protobuf::Any>) {
+    let empty = BTreeMap::new();
+    let all = snap.of_type(t).unwrap_or(&empty);
+    let wanted = all
+        .iter()
+        .filter(|(n, _)| (t.is_wildcard() && state.names.is_empty()) || state.names.contains(*n));
+    let version = set_version(wanted.clone());
+    (version, wanted.map(|(_, r)| r.any.clone()).collect())
+}
+
+async fn sotw_loop(
+    ctx: &Ctx,
+    stream_id: u64,
+    mut opened: Opened,
+    first: DiscoveryRequest,
+    mut inbound: Streaming<DiscoveryRequest>,
+    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) -> Result<(), Status> {
+    let node_id = opened.node_id.clone();
+    let mut types: BTreeMap<ResourceType, SotwType> = BTreeMap::new();
+    let mut nonce = 0u64;
+    let mut next = Some(first);
+    loop {
+        let mut to_check: Vec<ResourceType> = Vec::new();
+        if let Some(req) = next.take() {
+            check_node(req.node.as_ref(), &node_id)?;
+            if let Some(t) = ResourceType::from_type_url(&req.type_url) {
+                let state = types.entry(t).or_default();
+                let stale = !req.response_nonce.is_empty()
+                    && state.nonce.as_deref() != Some(req.response_nonce.as_str());
+                if !stale {
+                    if !req.response_nonce.is_empty() {
+                        match &req.error_detail {
+                            Some(err) => {
+                                warn!(%node_id, type_url = %req.type_url, error = %err.message, "proxy rejected an update");
+                                ctx.events.event(
+                                    stream_id,
+                                    &node_id,
+                                    StreamEvent::Nacked(t, err.message.clone()),
+                                );
+                            }
+                            None => ctx.events.event(stream_id, &node_id, StreamEvent::Acked(t)),
+                        }
+                    }
+                    state.names = req
+                        .resource_names
+                        .iter()
+                        .filter(|n| *n != "*")
+                        .cloned()
+                        .collect();
+                    if req.error_detail.is_none() {
+                        to_check.push(t);
+                    }
+                }
+            }
+        }
+        let snap = opened.snapshots.borrow().clone();
+        if let Some(snap) = snap {
+            for t in to_check {
+                let state = types.get_mut(&t).expect("inserted above");
+                let (version, resources) = sotw_response(t, state, &snap);
+                if state.sent_version.as_ref() != Some(&version) {
+                    nonce += 1;
+                    state.nonce = Some(nonce.to_string());
+                    state.sent_version = Some(version.clone());
+                    send_sotw(ctx, stream_id, &node_id, tx, t, version, resources, nonce).await?;
+                }
+            }
+        }
+        tokio::select! {
+            req = inbound.next() => match req {
+                Some(Ok(r)) => next = Some(r),
+                Some(Err(status)) => {
+                    debug!(%node_id, %status, "stream error");
+                    return Ok(());
+                }
+                None => return Ok(()),
+            },
+            changed = opened.snapshots.changed() => {
+                if changed.is_err() {
+                    return Err(Status::unavailable("the proxy was removed"));
+                }
+                let snap = opened.snapshots.borrow_and_update().clone();
+                if let Some(snap) = snap {
+                    for t in ResourceType::ORDER {
+                        let Some(state) = types.get_mut(&t) else { continue };
+                        let (version, resources) = sotw_response(t, state, &snap);
+                        if state.sent_version.as_ref() != Some(&version) {
+                            nonce += 1;
+                            state.nonce = Some(nonce.to_string());
+                            state.sent_version = Some(version.clone());
+                            send_sotw(ctx, stream_id, &node_id, tx, t, version, resources, nonce).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_sotw(
+    ctx: &Ctx,
+    stream_id: u64,
+    node_id: &str,
+    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    t: ResourceType,
+    version: String,
+    resources: Vec<envoy_types::pb::google::protobuf::Any>,
+    nonce: u64,
+) -> Result<(), Status> {
+    let resp = DiscoveryResponse {
+        version_info: version,
+        resources,
+        type_url: t.type_url().to_string(),
+        nonce: nonce.to_string(),
+        ..Default::default()
+    };
+    tx.send(Ok(resp))
+        .await
+        .map_err(|_| Status::cancelled("stream closed"))?;
+    ctx.events.event(stream_id, node_id, StreamEvent::Sent(t));
+    Ok(())
+}

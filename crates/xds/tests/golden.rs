@@ -1,0 +1,240 @@
+//! Golden tests: `tests/golden/NN.input.yaml` (a mesh and the proxy to build)
+//! -> `NN.golden.yaml` (the Envoy resources it gets). Refresh with
+//! `UPDATE_GOLDEN=1 cargo test -p kuma-xds --test golden`.
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::google::protobuf::Any;
+use kuma_policy::Policy;
+use kuma_xds::input::{DataplaneView, MeshServiceView};
+use kuma_xds::{MeshContext, MeshEndpoints, ResourcePlan, SnapshotCache, generate};
+use prost::Message;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Input {
+    mesh: String,
+    proxy: String,
+    dataplanes: Vec<Named>,
+    #[serde(default)]
+    mesh_services: Vec<Named>,
+    #[serde(default)]
+    mesh_timeouts: Vec<Named>,
+    #[serde(default)]
+    offline: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    spec: serde_json::Value,
+    #[serde(default)]
+    status: serde_json::Value,
+}
+
+fn context(input: &Input) -> MeshContext {
+    MeshContext {
+        mesh: input.mesh.clone(),
+        dataplanes: input
+            .dataplanes
+            .iter()
+            .map(|d| {
+                let spec = serde_json::from_value(d.spec.clone()).expect("dataplane spec");
+                (
+                    d.name.clone(),
+                    Arc::new(DataplaneView {
+                        name: d.name.clone(),
+                        labels: d.labels.clone(),
+                        spec,
+                    }),
+                )
+            })
+            .collect(),
+        services: input
+            .mesh_services
+            .iter()
+            .map(|s| {
+                let spec = serde_json::from_value(s.spec.clone()).expect("meshservice spec");
+                let status = if s.status.is_null() {
+                    Default::default()
+                } else {
+                    serde_json::from_value(s.status.clone()).expect("status")
+                };
+                (
+                    s.name.clone(),
+                    Arc::new(MeshServiceView {
+                        name: s.name.clone(),
+                        labels: s.labels.clone(),
+                        spec,
+                        status,
+                    }),
+                )
+            })
+            .collect(),
+        timeouts: input
+            .mesh_timeouts
+            .iter()
+            .map(|p| Policy {
+                name: p.name.clone(),
+                labels: p.labels.clone(),
+                spec: p.spec.clone(),
+            })
+            .collect(),
+        offline: input.offline.clone(),
+    }
+}
+
+/// Debug output without default-valued fields, indented under `indent`.
+fn compact(debug: &str, indent: &str) -> String {
+    let mut out = String::new();
+    for line in debug.lines() {
+        let t = line.trim();
+        let default = ["None,", "[],", "0,", "false,", "\"\",", "{},"]
+            .iter()
+            .any(|d| t.ends_with(&format!(": {d}")));
+        if !default {
+            writeln!(out, "{indent}{line}").unwrap();
+        }
+    }
+    out
+}
+
+fn decode<M: Message + Default>(any: &Any) -> M {
+    M::decode(any.value.as_slice()).expect("decodes")
+}
+
+fn render(plan: &ResourcePlan, any: &Any) -> String {
+    let mut out = String::new();
+    match plan {
+        ResourcePlan::Cluster(_) => {
+            let mut c: Cluster = decode(any);
+            let opts: Vec<(String, HttpProtocolOptions)> = c
+                .typed_extension_protocol_options
+                .drain()
+                .map(|(k, v)| (k, decode(&v)))
+                .collect();
+            out += &compact(&format!("{c:#?}"), "    ");
+            for (k, v) in opts {
+                writeln!(out, "    # typed_extension_protocol_options[{k}]:").unwrap();
+                out += &compact(&format!("{v:#?}"), "    ");
+            }
+        }
+        ResourcePlan::Endpoints(_) => {
+            out += &compact(
+                &format!("{:#?}", decode::<ClusterLoadAssignment>(any)),
+                "    ",
+            )
+        }
+        ResourcePlan::Listener(_) => {
+            let mut l: Listener = decode(any);
+            let mut nested = Vec::new();
+            for chain in &mut l.filter_chains {
+                for f in &mut chain.filters {
+                    if let Some(filter::ConfigType::TypedConfig(a)) = f.config_type.take() {
+                        let text = if a.type_url.ends_with("HttpConnectionManager") {
+                            let mut hcm: HttpConnectionManager = decode(&a);
+                            for hf in &mut hcm.http_filters {
+                                if let Some(http_filter::ConfigType::TypedConfig(a)) =
+                                    &mut hf.config_type
+                                {
+                                    a.value.clear();
+                                }
+                            }
+                            format!("{hcm:#?}")
+                        } else {
+                            format!("{:#?}", decode::<TcpProxy>(&a))
+                        };
+                        nested.push((f.name.clone(), text));
+                    }
+                }
+            }
+            out += &compact(&format!("{l:#?}"), "    ");
+            for (name, text) in nested {
+                writeln!(out, "    # filter {name}:").unwrap();
+                out += &compact(&text, "    ");
+            }
+        }
+    }
+    out
+}
+
+fn run_case(input_path: &Path) {
+    let input: Input =
+        serde_yaml::from_str(&std::fs::read_to_string(input_path).unwrap()).expect("input yaml");
+    let ctx = context(&input);
+    let endpoints = MeshEndpoints::compute(&ctx);
+    let dp = ctx
+        .dataplanes
+        .get(&input.proxy)
+        .expect("proxy in dataplanes");
+    let plan = generate(&ctx, &endpoints, dp);
+    let cache = SnapshotCache::new();
+    let snap = cache.build(&plan.resources);
+
+    let mut out = String::new();
+    writeln!(
+        out,
+        "# generated from {}; do not edit",
+        input_path.file_name().unwrap().to_string_lossy()
+    )
+    .unwrap();
+    writeln!(out, "warnings: {:?}", plan.warnings).unwrap();
+    writeln!(out, "resources:").unwrap();
+    for (t, items) in &snap.resources {
+        for (name, r) in items {
+            writeln!(
+                out,
+                "- type: {t:?}\n  name: {name:?}\n  version: {}\n  envoy: |",
+                r.version
+            )
+            .unwrap();
+            out += &render(&r.plan, &r.any);
+        }
+    }
+    let golden = input_path.with_file_name(
+        input_path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".input.yaml", ".golden.yaml"),
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &out).unwrap();
+    }
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", golden.display()));
+    assert_eq!(
+        out,
+        expected,
+        "{} differs: run with UPDATE_GOLDEN=1 and review the diff",
+        golden.display()
+    );
+}
+
+#[test]
+fn golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".input.yaml"))
+        .collect();
+    inputs.sort();
+    assert!(!inputs.is_empty());
+    for p in inputs {
+        run_case(&p);
+    }
+}
