@@ -14,6 +14,7 @@
 //! Nothing here does I/O; every other crate builds on these types.
 
 pub mod kinds;
+pub mod labels;
 pub mod names;
 pub mod resource;
 pub mod specs;
