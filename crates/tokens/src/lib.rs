@@ -79,11 +79,12 @@ fn secret_key(r: &SecretRef) -> Result<ResourceKey, TokensError> {
 }
 
 type Fingerprint = Vec<(String, u64)>;
+type CachedKeys = (Fingerprint, Arc<KeySet>, Arc<Revocations>);
 
 /// Issues and verifies tokens with keys kept in the store.
 pub struct TokenService {
     store: Arc<dyn ResourceStore>,
-    cache: Mutex<HashMap<String, (Fingerprint, Arc<KeySet>, Arc<Revocations>)>>,
+    cache: Mutex<HashMap<String, CachedKeys>>,
 }
 
 impl TokenService {
