@@ -429,6 +429,13 @@ pub const TO_SERVICES: &[TargetRefKind] = &[
     TargetRefKind::MeshMultiZoneService,
 ];
 
+/// Kinds a route's `backendRefs` may point at.
+pub const BACKEND_KINDS: &[TargetRefKind] = &[
+    TargetRefKind::MeshService,
+    TargetRefKind::MeshExternalService,
+    TargetRefKind::MeshMultiZoneService,
+];
+
 /// Kuma's targetRef rules: the kind must be one the section supports, and
 /// `labels`/`sectionName` must be set or unset as the kind requires.
 pub fn validate_target_ref(r: &TargetRef, rules: RefRules<'_>, path: &Path, errs: &mut Violations) {
@@ -531,7 +538,7 @@ pub fn validate_backend_ref(r: &BackendRef, path: &Path, errs: &mut Violations) 
     validate_target_ref(
         &r.target_ref(),
         RefRules {
-            kinds: TO_SERVICES,
+            kinds: BACKEND_KINDS,
             inbound: false,
         },
         path,
@@ -918,4 +925,44 @@ mod tests {
         assert!(is_dns_name("backend.svc.local"));
         assert!(!is_dns_name("bad..name"));
     }
+}
+
+/// Kinds a telemetry `backendRef` may point at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BackendResourceKind {
+    MeshOpenTelemetryBackend,
+}
+
+/// A reference to a backend resource (a MeshOpenTelemetryBackend) by labels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendResourceRef {
+    pub kind: BackendResourceKind,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+pub fn validate_backend_resource_ref(
+    r: &Option<BackendResourceRef>,
+    path: &Path,
+    errs: &mut Violations,
+) {
+    match r {
+        None => errs.at(path, MUST_BE_DEFINED),
+        Some(r) if r.labels.is_empty() => errs.at(
+            &path.field("labels"),
+            format!("must be set when kind is {:?}", r.kind),
+        ),
+        Some(r) => label_selector(&r.labels, &path.field("labels"), errs),
+    }
+}
+
+/// A URL with a scheme and a host, e.g. `http://collector:9411/api/v2/spans`.
+pub fn is_url(s: &str) -> bool {
+    static URL: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex(
+            r"^[A-Za-z][A-Za-z0-9+.-]*://(\[[0-9A-Fa-f:.]+\]|[^\s/:?#\[\]@]+)(:[0-9]{1,5})?([/?#]\S*)?$",
+        )
+    });
+    URL.is_match(s)
 }

@@ -17,12 +17,42 @@ use std::collections::BTreeMap;
 pub mod common;
 pub mod dataplane;
 pub mod mesh;
+pub mod meshaccesslog;
+pub mod meshcircuitbreaker;
+pub mod meshfaultinjection;
+pub mod meshhealthcheck;
+pub mod meshhttproute;
+pub mod meshloadbalancingstrategy;
+pub mod meshmetric;
+pub mod meshpassthrough;
+pub mod meshproxypatch;
+pub mod meshratelimit;
+pub mod meshretry;
+pub mod meshtcproute;
 pub mod meshtimeout;
+pub mod meshtls;
+pub mod meshtrace;
+pub mod meshtrafficpermission;
 mod policy;
 
 pub use dataplane::Dataplane;
 pub use mesh::Mesh;
+pub use meshaccesslog::MeshAccessLog;
+pub use meshcircuitbreaker::MeshCircuitBreaker;
+pub use meshfaultinjection::MeshFaultInjection;
+pub use meshhealthcheck::MeshHealthCheck;
+pub use meshhttproute::MeshHTTPRoute;
+pub use meshloadbalancingstrategy::MeshLoadBalancingStrategy;
+pub use meshmetric::MeshMetric;
+pub use meshpassthrough::MeshPassthrough;
+pub use meshproxypatch::MeshProxyPatch;
+pub use meshratelimit::MeshRateLimit;
+pub use meshretry::MeshRetry;
+pub use meshtcproute::MeshTCPRoute;
 pub use meshtimeout::MeshTimeout;
+pub use meshtls::MeshTLS;
+pub use meshtrace::MeshTrace;
+pub use meshtrafficpermission::MeshTrafficPermission;
 
 /// What a spec's validation may look at besides the spec itself.
 #[derive(Clone, Copy, Debug)]
@@ -107,20 +137,20 @@ spec_table! {
     MeshOpenTelemetryBackend => Unchecked,
     MeshZoneAddress => Unchecked,
     Workload => Unchecked,
-    MeshAccessLog => Unchecked,
-    MeshCircuitBreaker => Unchecked,
-    MeshFaultInjection => Unchecked,
-    MeshHealthCheck => Unchecked,
-    MeshHTTPRoute => Unchecked,
-    MeshLoadBalancingStrategy => Unchecked,
-    MeshMetric => Unchecked,
-    MeshPassthrough => Unchecked,
-    MeshProxyPatch => Unchecked,
-    MeshRateLimit => Unchecked,
-    MeshRetry => Unchecked,
-    MeshTCPRoute => Unchecked,
+    MeshAccessLog => MeshAccessLog,
+    MeshCircuitBreaker => MeshCircuitBreaker,
+    MeshFaultInjection => MeshFaultInjection,
+    MeshHealthCheck => MeshHealthCheck,
+    MeshHTTPRoute => MeshHTTPRoute,
+    MeshLoadBalancingStrategy => MeshLoadBalancingStrategy,
+    MeshMetric => MeshMetric,
+    MeshPassthrough => MeshPassthrough,
+    MeshProxyPatch => MeshProxyPatch,
+    MeshRateLimit => MeshRateLimit,
+    MeshRetry => MeshRetry,
+    MeshTCPRoute => MeshTCPRoute,
     MeshTimeout => MeshTimeout,
-    MeshTLS => Unchecked,
-    MeshTrace => Unchecked,
-    MeshTrafficPermission => Unchecked,
+    MeshTLS => MeshTLS,
+    MeshTrace => MeshTrace,
+    MeshTrafficPermission => MeshTrafficPermission,
 }
