@@ -1,0 +1,240 @@
+//! Composes the control plane from its crates: store, API server, diagnostics
+//! and (by mode) the zone or global components.
+
+use crate::config::{CpConfig, Loaded, redacted};
+use crate::diagnostics::{self, Diagnostics};
+use anyhow::{Context, Result, bail};
+use kuma_api_server::{ApiConfig, ApiState, MeteredStore, auth};
+use kuma_model::labels::{self, Mode};
+use kuma_model::{ResourceKey, ResourceKind, ResourceName};
+use kuma_store::{MemoryStore, ResourceStore, SqliteStore, StoreError, Write};
+use kuma_telemetry::Metrics;
+use kuma_tokens::TokenService;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+fn mode_of(c: &CpConfig) -> Mode {
+    if c.mode == "global" {
+        Mode::Global
+    } else {
+        Mode::Zone
+    }
+}
+
+async fn open_store(c: &CpConfig, work_dir: &Path) -> Result<Arc<dyn ResourceStore>> {
+    Ok(match c.store.kind.as_str() {
+        "memory" => Arc::new(MemoryStore::new()),
+        "sqlite" => {
+            let path = if c.store.sqlite.path.is_empty() {
+                work_dir.join("kuma.db")
+            } else {
+                c.store.sqlite.path.clone().into()
+            };
+            info!(path = %path.display(), "using the embedded SQLite store");
+            Arc::new(
+                SqliteStore::open(&path).await.with_context(|| {
+                    format!("cannot open the embedded store at {}", path.display())
+                })?,
+            )
+        }
+        "postgres" => bail!("store type postgres: not yet available in this build"),
+        other => bail!("invalid value {other:?} for store.type (KUMA_STORE_TYPE)"),
+    })
+}
+
+pub async fn migrate_up(c: &CpConfig) -> Result<()> {
+    if c.store.kind != "postgres" {
+        bail!(
+            "migrate up applies to the postgres store; store.type (KUMA_STORE_TYPE) is {:?}",
+            c.store.kind
+        );
+    }
+    bail!("store type postgres: not yet available in this build")
+}
+
+/// Creates the `default` mesh unless it exists.
+async fn ensure_default_mesh(store: &Arc<dyn ResourceStore>, mode: Mode, zone: &str) -> Result<()> {
+    let name = ResourceName::new("default").context("static name")?;
+    let key = ResourceKey::global(ResourceKind::Mesh, name).context("static key")?;
+    let write = Write {
+        labels: labels::compute(
+            ResourceKind::Mesh,
+            None,
+            "default",
+            &BTreeMap::new(),
+            mode,
+            zone,
+        ),
+        spec: serde_json::json!({}),
+        status: None,
+    };
+    match store.create(&key, write).await {
+        Ok(_) => {
+            info!(mesh = "default", "created the default mesh");
+            Ok(())
+        }
+        Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e).context("cannot create the default mesh"),
+    }
+}
+
+async fn bind(interface: &str, port: u16, what: &str, var: &str) -> Result<TcpListener> {
+    let addr: SocketAddr = format!("{interface}:{port}")
+        .parse()
+        .or_else(|_| format!("[{interface}]:{port}").parse())
+        .with_context(|| format!("invalid {what} address {interface}:{port}"))?;
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen for the {what} on {addr} (set {var} to use another port)")
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = ctrl_c.await;
+        return;
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+pub async fn run(loaded: Loaded) -> Result<()> {
+    let c = &loaded.config;
+    let effective = redacted(&loaded.merged);
+    info!(config = %effective, "effective configuration");
+    for key in &loaded.ignored_keys {
+        warn!(%key, "configuration key is not supported by this control plane and is ignored");
+    }
+    let mode = mode_of(c);
+    let work_dir = c.work_dir();
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("cannot create the work dir {}", work_dir.display()))?;
+
+    let metrics = Metrics::new();
+    let store = open_store(c, &work_dir).await?;
+    let store: Arc<dyn ResourceStore> = Arc::new(MeteredStore::new(store, metrics.clone()));
+    let tokens = Arc::new(TokenService::new(store.clone()));
+
+    let federated_zone = mode == Mode::Zone && !c.multizone.zone.global_address.is_empty();
+    if !c.defaults.skip_mesh_creation && !federated_zone {
+        ensure_default_mesh(&store, mode, &c.multizone.zone.name).await?;
+    }
+    if c.api_server.authn.tokens.bootstrap_admin_token && !federated_zone {
+        tokens
+            .bootstrap_admin_token()
+            .await
+            .context("cannot bootstrap the admin user token")?;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let diag = bind(
+        "0.0.0.0",
+        c.diagnostics.server_port,
+        "diagnostics server",
+        "KUMA_DIAGNOSTICS_SERVER_PORT",
+    )
+    .await?;
+    let diag_app = diagnostics::router(Diagnostics {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    });
+    let diag_stop = stopped();
+    tasks.spawn(async move {
+        axum::serve(diag, diag_app)
+            .with_graceful_shutdown(diag_stop)
+            .await
+            .context("diagnostics server failed")
+    });
+
+    if c.api_server.http.enabled {
+        let listener = bind(
+            &c.api_server.http.interface,
+            c.api_server.http.port,
+            "API server",
+            "KUMA_API_SERVER_HTTP_PORT",
+        )
+        .await?;
+        let api = Arc::new(ApiState {
+            store: store.clone(),
+            config: ApiConfig {
+                mode,
+                zone_name: c.multizone.zone.name.clone(),
+                max_body_bytes: c.api_server.max_request_body_bytes,
+                hostname: hostname(),
+                instance_id: format!("{}-{}", hostname(), std::process::id()),
+                effective_config: effective.clone(),
+                cors_allowed_origins: c.api_server.cors_allowed_domains.clone(),
+                auth: auth::AuthConfig {
+                    localhost_is_admin: c.api_server.authn.localhost_is_admin,
+                    admin_users: c.access.static_.admin_resources.users.clone(),
+                    admin_groups: c.access.static_.admin_resources.groups.clone(),
+                },
+                ..ApiConfig::default()
+            },
+            metrics: metrics.clone(),
+            auth: auth::Authenticator::new(auth::AuthConfig {
+                localhost_is_admin: c.api_server.authn.localhost_is_admin,
+                admin_users: c.access.static_.admin_resources.users.clone(),
+                admin_groups: c.access.static_.admin_resources.groups.clone(),
+            }),
+            tokens: tokens.clone(),
+        });
+        info!(address = %listener.local_addr()?, "API server listening");
+        let api_stop = stopped();
+        tasks.spawn(async move {
+            kuma_api_server::serve(listener, api, api_stop)
+                .await
+                .context("API server failed")
+        });
+    }
+
+    // Mode-specific components are started here.
+
+    ready.store(true, Ordering::Release);
+    info!(mode = mode.as_str(), "control plane ready");
+
+    tokio::select! {
+        _ = shutdown_signal() => info!("shutting down"),
+        Some(res) = tasks.join_next() => {
+            let _ = stop_tx.send(true);
+            return match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e).context("component panicked"),
+            };
+        }
+    }
+    ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    while let Some(res) = tasks.join_next().await {
+        if let Ok(Err(e)) = res {
+            warn!(error = %e, "component stopped with an error");
+        }
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "kuma-cp".into())
+}
