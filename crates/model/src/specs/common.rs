@@ -966,3 +966,150 @@ pub fn is_url(s: &str) -> bool {
     });
     URL.is_match(s)
 }
+
+/// Selects resources by exact label values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// Where a secret value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SecureDataSourceType {
+    File,
+    EnvVar,
+    InsecureInline,
+    SecretRef,
+}
+
+/// A secret value: a Secret reference, or (for tests) inline, file or env var.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecureDataSource {
+    #[serde(rename = "type")]
+    pub type_: SecureDataSourceType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_var: Option<EnvVarSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_inline: Option<InlineSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// Where a (non-secret) value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DataSourceType {
+    File,
+    EnvVar,
+    Inline,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataSource {
+    #[serde(rename = "type")]
+    pub type_: DataSourceType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_var: Option<EnvVarSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileSource {
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVarSource {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InlineSource {
+    pub value: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SecretRefKind {
+    Secret,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    pub kind: SecretRefKind,
+    pub name: String,
+}
+
+/// The field named by `type` must be set and non-empty.
+pub fn validate_secure_data_source(s: &SecureDataSource, path: &Path, errs: &mut Violations) {
+    let (field, ok) = match s.type_ {
+        SecureDataSourceType::File => ("file", s.file.as_ref().is_some_and(|f| !f.path.is_empty())),
+        SecureDataSourceType::EnvVar => (
+            "envVar",
+            s.env_var.as_ref().is_some_and(|e| !e.name.is_empty()),
+        ),
+        SecureDataSourceType::InsecureInline => (
+            "insecureInline",
+            s.insecure_inline
+                .as_ref()
+                .is_some_and(|i| !i.value.is_empty()),
+        ),
+        SecureDataSourceType::SecretRef => (
+            "secretRef",
+            s.secret_ref.as_ref().is_some_and(|r| !r.name.is_empty()),
+        ),
+    };
+    if !ok {
+        errs.at(&path.field(field), MUST_BE_DEFINED);
+    }
+}
+
+pub fn validate_data_source(s: &DataSource, path: &Path, errs: &mut Violations) {
+    let (field, ok) = match s.type_ {
+        DataSourceType::File => ("file", s.file.as_ref().is_some_and(|f| !f.path.is_empty())),
+        DataSourceType::EnvVar => (
+            "envVar",
+            s.env_var.as_ref().is_some_and(|e| !e.name.is_empty()),
+        ),
+        DataSourceType::Inline => (
+            "inline",
+            s.inline.as_ref().is_some_and(|i| !i.value.is_empty()),
+        ),
+    };
+    if !ok {
+        errs.at(&path.field(field), MUST_BE_DEFINED);
+    }
+}
+
+/// Names rendered into hostnames must be RFC 1035 labels.
+pub fn rfc1035_name(name: &str, errs: &mut Violations) {
+    if !name.is_empty()
+        && let Err(e) = dns1035_label(name)
+    {
+        errs.add("name", e);
+    }
+}
+
+pub fn supported_app_protocol(p: &str) -> bool {
+    PROTOCOLS.contains(&p.to_ascii_lowercase().as_str())
+}

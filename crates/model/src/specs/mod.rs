@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 
 pub mod common;
 pub mod dataplane;
+pub mod hostnamegenerator;
+pub mod identity;
+pub mod insights;
 pub mod mesh;
 pub mod meshaccesslog;
 pub mod meshcircuitbreaker;
@@ -34,8 +37,15 @@ pub mod meshtls;
 pub mod meshtrace;
 pub mod meshtrafficpermission;
 mod policy;
+pub mod services;
+pub mod system;
 
 pub use dataplane::Dataplane;
+pub use hostnamegenerator::{
+    HostnameGenerator, MeshOpenTelemetryBackend, MeshZoneAddress, Workload,
+};
+pub use identity::{MeshIdentity, MeshTrust};
+pub use insights::{DataplaneInsight, MeshInsight, ServiceInsight, ZoneInsight};
 pub use mesh::Mesh;
 pub use meshaccesslog::MeshAccessLog;
 pub use meshcircuitbreaker::MeshCircuitBreaker;
@@ -53,6 +63,8 @@ pub use meshtimeout::MeshTimeout;
 pub use meshtls::MeshTLS;
 pub use meshtrace::MeshTrace;
 pub use meshtrafficpermission::MeshTrafficPermission;
+pub use services::{MeshExternalService, MeshMultiZoneService, MeshService};
+pub use system::{GlobalSecret, Secret, Zone};
 
 /// What a spec's validation may look at besides the spec itself.
 #[derive(Clone, Copy, Debug)]
@@ -68,16 +80,6 @@ pub trait Spec: DeserializeOwned + Serialize + JsonSchema {
     /// Kuma's semantic rules. `path` is where the content sits: `spec` for
     /// nested kinds, the empty path for inline kinds.
     fn validate(&self, ctx: &Context<'_>, path: &Path, errs: &mut Violations);
-}
-
-/// Placeholder content type for kinds whose typed spec is not written yet: any
-/// JSON object. Every kind must move off this.
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, JsonSchema)]
-#[serde(transparent)]
-pub struct Unchecked(pub serde_json::Map<String, Value>);
-
-impl Spec for Unchecked {
-    fn validate(&self, _: &Context<'_>, _: &Path, _: &mut Violations) {}
 }
 
 fn root(kind: ResourceKind) -> Path {
@@ -121,22 +123,22 @@ macro_rules! spec_table {
 spec_table! {
     Mesh => Mesh,
     Dataplane => Dataplane,
-    DataplaneInsight => Unchecked,
-    Zone => Unchecked,
-    ZoneInsight => Unchecked,
-    MeshInsight => Unchecked,
-    ServiceInsight => Unchecked,
-    Secret => Unchecked,
-    GlobalSecret => Unchecked,
-    MeshService => Unchecked,
-    MeshExternalService => Unchecked,
-    MeshMultiZoneService => Unchecked,
-    HostnameGenerator => Unchecked,
-    MeshIdentity => Unchecked,
-    MeshTrust => Unchecked,
-    MeshOpenTelemetryBackend => Unchecked,
-    MeshZoneAddress => Unchecked,
-    Workload => Unchecked,
+    DataplaneInsight => DataplaneInsight,
+    Zone => Zone,
+    ZoneInsight => ZoneInsight,
+    MeshInsight => MeshInsight,
+    ServiceInsight => ServiceInsight,
+    Secret => Secret,
+    GlobalSecret => GlobalSecret,
+    MeshService => MeshService,
+    MeshExternalService => MeshExternalService,
+    MeshMultiZoneService => MeshMultiZoneService,
+    HostnameGenerator => HostnameGenerator,
+    MeshIdentity => MeshIdentity,
+    MeshTrust => MeshTrust,
+    MeshOpenTelemetryBackend => MeshOpenTelemetryBackend,
+    MeshZoneAddress => MeshZoneAddress,
+    Workload => Workload,
     MeshAccessLog => MeshAccessLog,
     MeshCircuitBreaker => MeshCircuitBreaker,
     MeshFaultInjection => MeshFaultInjection,
