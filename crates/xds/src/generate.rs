@@ -56,6 +56,11 @@ impl MeshEndpoints {
         MeshEndpoints { by_cluster }
     }
 
+    /// Every cluster's endpoints (to tell which clusters a change touched).
+    pub fn signature(&self) -> BTreeMap<String, Vec<SocketAddr>> {
+        self.by_cluster.clone()
+    }
+
     pub fn get(&self, cluster: &str) -> &[SocketAddr] {
         self.by_cluster
             .get(cluster)

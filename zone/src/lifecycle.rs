@@ -1,0 +1,496 @@
+//! Universal dataplane lifecycle and insights.
+//!
+//! A proxy's first ADS request carries its Dataplane (node metadata
+//! `dataplane.resource`, put there by `/bootstrap`); the control plane creates
+//! or updates it, records a DataplaneInsight subscription, and after the
+//! stream ends (and a deregistration delay without reconnect) deletes what it
+//! created. Sent/ACK/NACK counts are kept in memory and written in batches.
+
+use crate::bootstrap::{META_DATAPLANE_RESOURCE, META_VERSION, parse_node_id};
+use crate::sync::{Signal, SyncHandle};
+use crate::views;
+use chrono::{DateTime, Utc};
+use envoy_types::pb::envoy::config::core::v3::{Node, node};
+use envoy_types::pb::google::protobuf::value::Kind;
+use kuma_model::resource::ResourceInput;
+use kuma_model::resource::format_time;
+use kuma_model::specs::{self, Context};
+use kuma_model::{MeshName, ResourceKey, ResourceKind, ResourceName};
+use kuma_store::{ResourceStore, StoreError, Write};
+use kuma_xds::ResourceType;
+use kuma_xds::input::DataplaneView;
+use kuma_xds::server::{StreamEvent, StreamEvents};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::Status;
+use tracing::{info, warn};
+
+/// Parses and validates a Dataplane sent by a proxy (JSON or YAML text).
+pub fn parse_dataplane_resource(
+    text: &str,
+    mesh: &str,
+    name: &str,
+) -> Result<(BTreeMap<String, String>, Value), String> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => serde_yaml::from_str(text)
+            .map_err(|e| format!("dataplane resource is neither JSON nor YAML: {e}"))?,
+    };
+    let input = ResourceInput::from_kuma_json(value, Some(ResourceKind::Dataplane))
+        .map_err(|v| format!("invalid dataplane resource: {v}"))?;
+    if input.mesh.as_deref().is_some_and(|m| m != mesh) {
+        return Err(format!(
+            "dataplane resource is for mesh {:?}, the proxy is in {mesh:?}",
+            input.mesh.unwrap_or_default()
+        ));
+    }
+    if input.name.as_deref().is_some_and(|n| n != name) {
+        return Err(format!(
+            "dataplane resource is named {:?}, the proxy is {name:?}",
+            input.name.unwrap_or_default()
+        ));
+    }
+    let ctx = Context {
+        kind: ResourceKind::Dataplane,
+        mesh: Some(mesh),
+        name,
+        labels: &input.labels,
+    };
+    let spec = specs::validate(&ctx, &input.spec)
+        .map_err(|v| format!("invalid dataplane resource: {v}"))?;
+    Ok((input.labels, spec))
+}
+
+fn metadata_string(node: &Node, key: &str) -> Option<String> {
+    match node.metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
+        Kind::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn metadata_json(node: &Node, key: &str) -> Value {
+    fn conv(v: &envoy_types::pb::google::protobuf::Value) -> Value {
+        match v.kind.as_ref() {
+            Some(Kind::StringValue(s)) => Value::String(s.clone()),
+            Some(Kind::NumberValue(n)) => json!(n),
+            Some(Kind::BoolValue(b)) => Value::Bool(*b),
+            Some(Kind::StructValue(s)) => {
+                Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), conv(v))).collect())
+            }
+            Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(conv).collect()),
+            Some(Kind::NullValue(_)) | None => Value::Null,
+        }
+    }
+    node.metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(key))
+        .map(conv)
+        .unwrap_or(Value::Null)
+}
+
+/// The Dataplane a proxy sent in its node metadata, if any.
+pub fn dataplane_from_node(node: &Node) -> Option<Result<DataplaneView, String>> {
+    let text = metadata_string(node, META_DATAPLANE_RESOURCE)?;
+    let Some((mesh, name)) = parse_node_id(&node.id) else {
+        return Some(Err("node id must be <mesh>.<name>".into()));
+    };
+    Some(
+        parse_dataplane_resource(&text, mesh, name).and_then(|(labels, spec)| {
+            Ok(DataplaneView {
+                name: name.to_string(),
+                labels,
+                spec: serde_json::from_value(spec).map_err(|e| e.to_string())?,
+            })
+        }),
+    )
+}
+
+pub async fn stored_dataplane(
+    store: &dyn ResourceStore,
+    mesh: &str,
+    name: &str,
+) -> Option<DataplaneView> {
+    let key = dataplane_key(mesh, name).ok()?;
+    let r = store.get(&key).await.ok()?;
+    views::dataplane_view(&r).ok()
+}
+
+fn dataplane_key(mesh: &str, name: &str) -> Result<ResourceKey, String> {
+    let m = MeshName::new(mesh).map_err(|e| format!("mesh: {e}"))?;
+    let n = ResourceName::new(name).map_err(|e| format!("name: {e}"))?;
+    ResourceKey::in_mesh(ResourceKind::Dataplane, m, n).map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Debug, Default)]
+struct TypeCounts {
+    sent: u64,
+    acked: u64,
+    rejected: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Subscription {
+    mesh: String,
+    name: String,
+    id: String,
+    connect_time: DateTime<Utc>,
+    disconnect_time: Option<DateTime<Utc>>,
+    version: Value,
+    counts: BTreeMap<ResourceType, TypeCounts>,
+    last_update: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+}
+
+impl Subscription {
+    fn to_json(&self, instance: &str) -> Value {
+        let counts = |c: &TypeCounts| {
+            json!({
+                "responsesSent": c.sent.to_string(),
+                "responsesAcknowledged": c.acked.to_string(),
+                "responsesRejected": c.rejected.to_string(),
+            })
+        };
+        let mut total = TypeCounts::default();
+        for c in self.counts.values() {
+            total.sent += c.sent;
+            total.acked += c.acked;
+            total.rejected += c.rejected;
+        }
+        let mut status = json!({ "total": counts(&total) });
+        for (t, key) in [
+            (ResourceType::Cluster, "cds"),
+            (ResourceType::Endpoints, "eds"),
+            (ResourceType::Listener, "lds"),
+            (ResourceType::Route, "rds"),
+        ] {
+            status[key] = counts(&self.counts.get(&t).cloned().unwrap_or_default());
+        }
+        if let Some(t) = &self.last_update {
+            status["lastUpdateTime"] = json!(format_time(t));
+        }
+        let mut sub = json!({
+            "id": self.id,
+            "controlPlaneInstanceId": instance,
+            "connectTime": format_time(&self.connect_time),
+            "status": status,
+            "version": self.version,
+        });
+        if let Some(t) = &self.disconnect_time {
+            sub["disconnectTime"] = json!(format_time(t));
+        }
+        if let Some(e) = &self.last_error {
+            sub["status"]["lastRejection"] = json!(e);
+        }
+        sub
+    }
+}
+
+/// Keeps Dataplanes and DataplaneInsights in step with ADS streams.
+pub struct Lifecycle {
+    store: Arc<dyn ResourceStore>,
+    sync: SyncHandle,
+    instance_id: String,
+    deregistration_delay: Duration,
+    state: Arc<Mutex<LifecycleState>>,
+}
+
+#[derive(Default)]
+struct LifecycleState {
+    /// Current stream per proxy (mesh, name).
+    active: HashMap<(String, String), u64>,
+    subscriptions: HashMap<u64, Subscription>,
+    /// Proxies whose Dataplane this control plane created from node metadata.
+    registered: HashSet<(String, String)>,
+    dirty: HashSet<u64>,
+}
+
+/// How many past subscriptions an insight keeps.
+const KEEP_SUBSCRIPTIONS: usize = 5;
+
+impl Lifecycle {
+    pub fn new(
+        store: Arc<dyn ResourceStore>,
+        sync: SyncHandle,
+        instance_id: String,
+        deregistration_delay: Duration,
+    ) -> Arc<Self> {
+        let me = Arc::new(Lifecycle {
+            store,
+            sync,
+            instance_id,
+            deregistration_delay,
+            state: Arc::default(),
+        });
+        // Counts are written in batches, not per response.
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { return };
+                me.flush().await;
+            }
+        });
+        me
+    }
+
+    /// Writes the insights of streams with unwritten counts.
+    pub async fn flush(&self) {
+        let dirty: Vec<Subscription> = {
+            let mut st = self.state.lock().expect("lifecycle lock");
+            let ids: Vec<u64> = st.dirty.drain().collect();
+            ids.iter()
+                .filter_map(|id| st.subscriptions.get(id).cloned())
+                .collect()
+        };
+        for sub in dirty {
+            self.write_insight(&sub).await;
+        }
+    }
+
+    async fn write_insight(&self, sub: &Subscription) {
+        let Ok(m) = MeshName::new(sub.mesh.as_str()) else {
+            return;
+        };
+        let Ok(n) = ResourceName::new(sub.name.as_str()) else {
+            return;
+        };
+        let key = ResourceKey::in_mesh(ResourceKind::DataplaneInsight, m, n).expect("mesh-scoped");
+        let mine = sub.to_json(&self.instance_id);
+        for _ in 0..3 {
+            let existing = self.store.get(&key).await;
+            let (mut subs, version) = match &existing {
+                Ok(r) => (
+                    r.spec["subscriptions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                    Some(r.meta.version),
+                ),
+                Err(StoreError::NotFound(_)) => (Vec::new(), None),
+                Err(error) => {
+                    warn!(%error, "reading insight failed");
+                    return;
+                }
+            };
+            match subs.iter_mut().find(|s| s["id"] == mine["id"]) {
+                Some(s) => *s = mine.clone(),
+                None => subs.push(mine.clone()),
+            }
+            if subs.len() > KEEP_SUBSCRIPTIONS {
+                subs.drain(..subs.len() - KEEP_SUBSCRIPTIONS);
+            }
+            let write = Write {
+                labels: BTreeMap::new(),
+                spec: json!({ "subscriptions": subs }),
+                status: None,
+            };
+            let result = match version {
+                Some(v) => self.store.update(&key, write, Some(v)).await.map(|_| ()),
+                None => self.store.create(&key, write).await.map(|_| ()),
+            };
+            match result {
+                Ok(()) => return,
+                Err(StoreError::Conflict { .. }) | Err(StoreError::AlreadyExists(_)) => continue,
+                Err(error) => {
+                    warn!(%error, "writing insight failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn register(
+        &self,
+        mesh: &str,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        spec: Value,
+    ) -> Result<(), Status> {
+        let key = dataplane_key(mesh, name).map_err(Status::invalid_argument)?;
+        let write = Write {
+            labels,
+            spec,
+            status: None,
+        };
+        match self.store.get(&key).await {
+            Ok(existing) => {
+                if existing.spec != write.spec || existing.meta.labels != write.labels {
+                    self.store
+                        .update(&key, write, Some(existing.meta.version))
+                        .await
+                        .map_err(store_status)?;
+                }
+            }
+            Err(StoreError::NotFound(_)) => {
+                self.store.create(&key, write).await.map_err(store_status)?;
+            }
+            Err(e) => return Err(store_status(e)),
+        }
+        Ok(())
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::MeshNotFound(m) => {
+            Status::failed_precondition(format!("mesh {m} does not exist"))
+        }
+        StoreError::Backend(_) => Status::unavailable("storage unavailable"),
+        other => Status::aborted(other.to_string()),
+    }
+}
+
+fn envoy_version(node: &Node) -> Value {
+    match &node.user_agent_version_type {
+        Some(node::UserAgentVersionType::UserAgentBuildVersion(b)) => {
+            let v = b
+                .version
+                .as_ref()
+                .map(|v| format!("{}.{}.{}", v.major_number, v.minor_number, v.patch))
+                .unwrap_or_default();
+            json!({ "version": v, "build": node.user_agent_name })
+        }
+        Some(node::UserAgentVersionType::UserAgentVersion(v)) => {
+            json!({ "version": v, "build": node.user_agent_name })
+        }
+        None => json!({}),
+    }
+}
+
+#[tonic::async_trait]
+impl StreamEvents for Lifecycle {
+    async fn connected(&self, stream_id: u64, node: &Node) -> Result<(), Status> {
+        let (mesh, name) = parse_node_id(&node.id)
+            .ok_or_else(|| Status::invalid_argument("node id must be <mesh>.<name>"))?;
+        let registered = match dataplane_from_node(node) {
+            Some(Ok(_)) => {
+                let text = metadata_string(node, META_DATAPLANE_RESOURCE).unwrap_or_default();
+                let (labels, spec) = parse_dataplane_resource(&text, mesh, name)
+                    .map_err(Status::invalid_argument)?;
+                self.register(mesh, name, labels, spec).await?;
+                true
+            }
+            Some(Err(reason)) => return Err(Status::invalid_argument(reason)),
+            None => {
+                if stored_dataplane(self.store.as_ref(), mesh, name)
+                    .await
+                    .is_none()
+                {
+                    return Err(Status::not_found(format!(
+                        "dataplane {name} in mesh {mesh} not found: create it or let kuma-dp send it"
+                    )));
+                }
+                false
+            }
+        };
+        let mut version = metadata_json(node, META_VERSION);
+        if !version.is_object() {
+            version = json!({});
+        }
+        version["envoy"] = envoy_version(node);
+        let sub = Subscription {
+            mesh: mesh.to_string(),
+            name: name.to_string(),
+            id: format!("{}-{stream_id}", self.instance_id),
+            connect_time: Utc::now(),
+            disconnect_time: None,
+            version,
+            counts: BTreeMap::new(),
+            last_update: None,
+            last_error: None,
+        };
+        {
+            let mut st = self.state.lock().expect("lifecycle lock");
+            st.active
+                .insert((mesh.to_string(), name.to_string()), stream_id);
+            if registered {
+                st.registered.insert((mesh.to_string(), name.to_string()));
+            }
+            st.subscriptions.insert(stream_id, sub.clone());
+        }
+        self.write_insight(&sub).await;
+        self.sync.signal(Signal::Connected {
+            mesh: mesh.to_string(),
+            name: name.to_string(),
+        });
+        Ok(())
+    }
+
+    async fn disconnected(&self, stream_id: u64, node_id: &str) {
+        let Some((mesh, name)) = parse_node_id(node_id) else {
+            return;
+        };
+        let proxy = (mesh.to_string(), name.to_string());
+        let (sub, was_current, registered) = {
+            let mut st = self.state.lock().expect("lifecycle lock");
+            st.dirty.remove(&stream_id);
+            let sub = st.subscriptions.remove(&stream_id);
+            let was_current = st.active.get(&proxy) == Some(&stream_id);
+            if was_current {
+                st.active.remove(&proxy);
+            }
+            (sub, was_current, st.registered.contains(&proxy))
+        };
+        if let Some(mut sub) = sub {
+            sub.disconnect_time = Some(Utc::now());
+            self.write_insight(&sub).await;
+        }
+        if !was_current {
+            return;
+        }
+        self.sync.signal(Signal::Disconnected {
+            mesh: mesh.to_string(),
+            name: name.to_string(),
+        });
+        if registered {
+            let store = self.store.clone();
+            let delay = self.deregistration_delay;
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let reconnected = state
+                    .lock()
+                    .expect("lifecycle lock")
+                    .active
+                    .contains_key(&proxy);
+                if !reconnected && let Ok(key) = dataplane_key(&proxy.0, &proxy.1) {
+                    match store.delete(&key, None).await {
+                        Ok(()) | Err(StoreError::NotFound(_)) => {
+                            info!(mesh = %proxy.0, name = %proxy.1, "dataplane deregistered");
+                            let insight = ResourceKey::in_mesh(
+                                ResourceKind::DataplaneInsight,
+                                key.mesh().expect("mesh-scoped").clone(),
+                                key.name().clone(),
+                            )
+                            .expect("mesh-scoped");
+                            let _ = store.delete(&insight, None).await;
+                        }
+                        Err(error) => warn!(%error, "deregistering dataplane failed"),
+                    }
+                }
+            });
+        }
+    }
+
+    fn event(&self, stream_id: u64, _node_id: &str, event: StreamEvent) {
+        let mut st = self.state.lock().expect("lifecycle lock");
+        let Some(sub) = st.subscriptions.get_mut(&stream_id) else {
+            return;
+        };
+        match event {
+            StreamEvent::Sent(t) => {
+                sub.counts.entry(t).or_default().sent += 1;
+                sub.last_update = Some(Utc::now());
+            }
+            StreamEvent::Acked(t) => sub.counts.entry(t).or_default().acked += 1,
+            StreamEvent::Nacked(t, error) => {
+                sub.counts.entry(t).or_default().rejected += 1;
+                sub.last_error = Some(error);
+            }
+        }
+        st.dirty.insert(stream_id);
+    }
+}

@@ -1,0 +1,632 @@
+//! Store changes -> affected proxies only -> regenerate -> snapshot cache.
+//!
+//! One task owns the in-memory view of every mesh. Store events and proxy
+//! (dis)connections are batched (debounce), applied to the view, and only
+//! the connected proxies they can affect are regenerated: the proxy itself,
+//! proxies using a cluster whose endpoints changed, proxies referencing a
+//! changed MeshService, and the whole mesh for a policy change. Unchanged
+//! snapshots wake no stream.
+
+use crate::meshservice::{self, HostnameTemplate, MANAGED_BY_GENERATOR, MANAGED_BY_LABEL};
+use crate::views;
+use kuma_model::{MeshName, ResourceKey, ResourceKind, ResourceName};
+use kuma_store::{ChangeEvent, ListFilter, ResourceStore, StoreError, Write};
+use kuma_xds::input::SERVICE_TAG;
+use kuma_xds::plan::{ResourcePlan, SocketAddr};
+use kuma_xds::{MeshContext, MeshEndpoints, SnapshotCache, generate};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// What the sync task reacts to besides the store.
+#[derive(Debug)]
+pub enum Signal {
+    Connected {
+        mesh: String,
+        name: String,
+    },
+    Disconnected {
+        mesh: String,
+        name: String,
+    },
+    /// Resolves once everything signalled before it has been applied.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to the sync task.
+#[derive(Clone)]
+pub struct SyncHandle {
+    tx: mpsc::UnboundedSender<Signal>,
+}
+
+impl SyncHandle {
+    pub fn signal(&self, s: Signal) {
+        let _ = self.tx.send(s);
+    }
+
+    /// Waits until the task has applied everything signalled so far.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.signal(Signal::Flush(tx));
+        let _ = rx.await;
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    pub debounce: Duration,
+    pub vip_cidr: (Ipv4Addr, u8),
+    pub zone: String,
+}
+
+#[derive(Default)]
+struct ProxyDeps {
+    clusters: BTreeSet<String>,
+    /// MeshService names and `kuma.io/service` values its outbounds name.
+    services: BTreeSet<String>,
+    /// Transparent proxying: depends on every MeshService.
+    all_services: bool,
+}
+
+#[derive(Default)]
+struct MeshState {
+    ctx: Arc<MeshContext>,
+    endpoints: Arc<MeshEndpoints>,
+    endpoint_sig: BTreeMap<String, Vec<SocketAddr>>,
+    connected: BTreeMap<String, ProxyDeps>,
+}
+
+#[derive(Default)]
+struct Batch {
+    dataplanes: BTreeMap<String, BTreeSet<String>>,
+    services: BTreeMap<String, BTreeSet<String>>,
+    policies: BTreeSet<String>,
+    meshes: BTreeSet<String>,
+    connected: BTreeMap<String, BTreeSet<String>>,
+    offline_changed: BTreeSet<String>,
+    hostname_generators: bool,
+    resync: bool,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+pub struct Sync {
+    store: Arc<dyn ResourceStore>,
+    cache: Arc<SnapshotCache>,
+    config: SyncConfig,
+    meshes: HashMap<String, MeshState>,
+    offline: HashMap<String, BTreeSet<String>>,
+    hostnames: Vec<HostnameTemplate>,
+    rx: mpsc::UnboundedReceiver<Signal>,
+}
+
+/// Starts the sync task; it runs until the store's change feed closes.
+pub fn spawn(
+    store: Arc<dyn ResourceStore>,
+    cache: Arc<SnapshotCache>,
+    config: SyncConfig,
+) -> SyncHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let changes = store.watch();
+    let sync = Sync {
+        store,
+        cache,
+        config,
+        meshes: HashMap::new(),
+        offline: HashMap::new(),
+        hostnames: Vec::new(),
+        rx,
+    };
+    tokio::spawn(sync.run(changes));
+    SyncHandle { tx }
+}
+
+enum Input {
+    Change(ChangeEvent),
+    Lagged,
+    Signal(Signal),
+    Closed,
+}
+
+impl Sync {
+    async fn next(&mut self, changes: &mut broadcast::Receiver<ChangeEvent>) -> Input {
+        tokio::select! {
+            c = changes.recv() => match c {
+                Ok(ev) => Input::Change(ev),
+                Err(broadcast::error::RecvError::Lagged(_)) => Input::Lagged,
+                Err(broadcast::error::RecvError::Closed) => Input::Closed,
+            },
+            s = self.rx.recv() => match s {
+                Some(s) => Input::Signal(s),
+                None => Input::Closed,
+            },
+        }
+    }
+
+    async fn run(mut self, mut changes: broadcast::Receiver<ChangeEvent>) {
+        let mut batch = Batch {
+            resync: true,
+            hostname_generators: true,
+            ..Default::default()
+        };
+        self.apply(&mut batch).await;
+        loop {
+            let mut batch = Batch::default();
+            match self.next(&mut changes).await {
+                Input::Closed => return,
+                first => self.add(&mut batch, first),
+            }
+            // Debounce: gather whatever arrives until a quiet gap, bounded overall.
+            let deadline = Instant::now() + self.config.debounce * 5;
+            while batch.flushes.is_empty() {
+                let gap = self
+                    .config
+                    .debounce
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                match tokio::time::timeout(gap, self.next(&mut changes)).await {
+                    Ok(Input::Closed) | Err(_) => break,
+                    Ok(input) => self.add(&mut batch, input),
+                }
+            }
+            self.apply(&mut batch).await;
+        }
+    }
+
+    fn add(&mut self, b: &mut Batch, input: Input) {
+        match input {
+            Input::Change(ev) => {
+                let mesh = ev.key.mesh().map(ToString::to_string).unwrap_or_default();
+                let name = ev.key.name().to_string();
+                match ev.key.kind() {
+                    ResourceKind::Dataplane => {
+                        b.dataplanes.entry(mesh).or_default().insert(name);
+                    }
+                    ResourceKind::MeshService => {
+                        b.services.entry(mesh).or_default().insert(name);
+                    }
+                    ResourceKind::MeshTimeout => {
+                        b.policies.insert(mesh);
+                    }
+                    ResourceKind::Mesh => {
+                        b.meshes.insert(name);
+                    }
+                    ResourceKind::HostnameGenerator => b.hostname_generators = true,
+                    _ => {}
+                }
+            }
+            Input::Lagged => b.resync = true,
+            Input::Signal(Signal::Connected { mesh, name }) => {
+                if self.offline.get_mut(&mesh).is_some_and(|o| o.remove(&name)) {
+                    b.offline_changed.insert(mesh.clone());
+                }
+                b.connected.entry(mesh).or_default().insert(name);
+            }
+            Input::Signal(Signal::Disconnected { mesh, name }) => {
+                if let Some(m) = self.meshes.get_mut(&mesh) {
+                    m.connected.remove(&name);
+                }
+                self.offline.entry(mesh.clone()).or_default().insert(name);
+                b.offline_changed.insert(mesh);
+            }
+            Input::Signal(Signal::Flush(tx)) => b.flushes.push(tx),
+            Input::Closed => {}
+        }
+    }
+
+    async fn apply(&mut self, b: &mut Batch) {
+        let started = Instant::now();
+        if let Err(error) = self.apply_inner(b).await {
+            warn!(%error, "applying changes failed; resyncing");
+            let mut again = Batch {
+                resync: true,
+                hostname_generators: true,
+                ..Default::default()
+            };
+            if let Err(error) = self.apply_inner(&mut again).await {
+                warn!(%error, "resync failed");
+            }
+        }
+        for f in b.flushes.drain(..) {
+            let _ = f.send(());
+        }
+        debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "applied changes"
+        );
+    }
+
+    async fn apply_inner(&mut self, b: &mut Batch) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        if b.hostname_generators {
+            let gens = store
+                .list(&ListFilter::all(ResourceKind::HostnameGenerator))
+                .await?
+                .items;
+            self.hostnames = gens
+                .iter()
+                .filter_map(|g| HostnameTemplate::from_spec(g.key.name().as_str(), &g.spec))
+                .collect();
+            if self.hostnames.is_empty() {
+                self.hostnames.push(HostnameTemplate::default_local());
+            }
+        }
+        let mut reload: BTreeSet<String> = b.meshes.clone();
+        if b.resync {
+            for m in store
+                .list(&ListFilter::all(ResourceKind::Mesh))
+                .await?
+                .items
+            {
+                reload.insert(m.key.name().to_string());
+            }
+            reload.extend(self.meshes.keys().cloned());
+        }
+        // Whole meshes (re)loaded: every connected proxy of them is affected.
+        let mut regenerate: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for mesh in &reload {
+            let Ok(mesh_name) = MeshName::new(mesh.as_str()) else {
+                continue;
+            };
+            let exists = store
+                .get(
+                    &ResourceKey::global(
+                        ResourceKind::Mesh,
+                        ResourceName::new(mesh.as_str())
+                            .map_err(|_| StoreError::MeshNotFound(mesh_name.clone()))?,
+                    )
+                    .expect("global kind"),
+                )
+                .await;
+            match exists {
+                Err(StoreError::NotFound(_)) => {
+                    if let Some(state) = self.meshes.remove(mesh) {
+                        for name in state.connected.keys() {
+                            self.cache.remove(&crate::bootstrap::node_id(mesh, name));
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+            let mut ctx = views::load_mesh_context(store.as_ref(), &mesh_name).await?;
+            ctx.offline = self.offline.get(mesh).cloned().unwrap_or_default();
+            let state = self.meshes.entry(mesh.clone()).or_default();
+            state.ctx = Arc::new(ctx);
+            regenerate
+                .entry(mesh.clone())
+                .or_default()
+                .extend(state.connected.keys().cloned());
+            b.dataplanes.entry(mesh.clone()).or_default();
+        }
+
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        touched.extend(b.dataplanes.keys().cloned());
+        touched.extend(b.services.keys().cloned());
+        touched.extend(b.policies.iter().cloned());
+        touched.extend(b.connected.keys().cloned());
+        touched.extend(b.offline_changed.iter().cloned());
+        if b.hostname_generators {
+            touched.extend(self.meshes.keys().cloned());
+        }
+
+        for mesh in touched {
+            let Ok(mesh_name) = MeshName::new(mesh.as_str()) else {
+                continue;
+            };
+            if !self.meshes.contains_key(&mesh) && !reload.contains(&mesh) {
+                // A mesh first seen through one of its resources.
+                let Ok(ctx) = views::load_mesh_context(store.as_ref(), &mesh_name).await else {
+                    continue;
+                };
+                self.meshes.entry(mesh.clone()).or_default().ctx = Arc::new(ctx);
+            }
+            let Some(state) = self.meshes.get_mut(&mesh) else {
+                continue;
+            };
+            let ctx = Arc::make_mut(&mut state.ctx);
+            let affected = regenerate.entry(mesh.clone()).or_default();
+
+            for name in b.dataplanes.get(&mesh).into_iter().flatten() {
+                let key = key(ResourceKind::Dataplane, &mesh_name, name)?;
+                match store.get(&key).await {
+                    Ok(r) => match views::dataplane_view(&r) {
+                        Ok(v) => {
+                            ctx.dataplanes.insert(name.clone(), Arc::new(v));
+                        }
+                        Err(error) => warn!(%mesh, %name, %error, "dataplane does not parse"),
+                    },
+                    Err(StoreError::NotFound(_)) => {
+                        ctx.dataplanes.remove(name);
+                        if !state.connected.contains_key(name) {
+                            self.cache.remove(&crate::bootstrap::node_id(&mesh, name));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+                if state.connected.contains_key(name) {
+                    affected.insert(name.clone());
+                }
+            }
+            let mut changed_services: BTreeSet<String> = BTreeSet::new();
+            for name in b.services.get(&mesh).into_iter().flatten() {
+                let key = key(ResourceKind::MeshService, &mesh_name, name)?;
+                match store.get(&key).await {
+                    Ok(r) => match views::mesh_service_view(&r) {
+                        Ok(v) => {
+                            if let Some(tag) = v
+                                .spec
+                                .selector
+                                .dataplane_tags
+                                .as_ref()
+                                .and_then(|t| t.get(SERVICE_TAG))
+                            {
+                                changed_services.insert(tag.clone());
+                            }
+                            ctx.services.insert(name.clone(), Arc::new(v));
+                        }
+                        Err(error) => warn!(%mesh, %name, %error, "meshservice does not parse"),
+                    },
+                    Err(StoreError::NotFound(_)) => {
+                        ctx.services.remove(name);
+                    }
+                    Err(e) => return Err(e),
+                }
+                changed_services.insert(name.clone());
+            }
+            if b.policies.contains(&mesh) {
+                ctx.timeouts = views::list(store.as_ref(), ResourceKind::MeshTimeout, &mesh_name)
+                    .await?
+                    .iter()
+                    .map(views::policy_view)
+                    .collect();
+                affected.extend(state.connected.keys().cloned());
+            }
+            ctx.offline = self.offline.get(&mesh).cloned().unwrap_or_default();
+            for name in b.connected.get(&mesh).into_iter().flatten() {
+                state.connected.entry(name.clone()).or_default();
+                affected.insert(name.clone());
+            }
+
+            // Endpoints: recompute when dataplanes, services or liveness moved.
+            let needs_endpoints = b.dataplanes.get(&mesh).is_some_and(|s| !s.is_empty())
+                || !changed_services.is_empty()
+                || b.offline_changed.contains(&mesh)
+                || reload.contains(&mesh);
+            if needs_endpoints {
+                let endpoints = MeshEndpoints::compute(ctx);
+                let sig = endpoints.signature();
+                let changed_clusters: BTreeSet<&String> = sig
+                    .iter()
+                    .filter(|(c, eps)| state.endpoint_sig.get(*c) != Some(*eps))
+                    .map(|(c, _)| c)
+                    .chain(state.endpoint_sig.keys().filter(|c| !sig.contains_key(*c)))
+                    .collect();
+                for (proxy, deps) in &state.connected {
+                    if deps.clusters.iter().any(|c| changed_clusters.contains(c)) {
+                        affected.insert(proxy.clone());
+                    }
+                }
+                state.endpoints = Arc::new(endpoints);
+                state.endpoint_sig = sig;
+            }
+            if !changed_services.is_empty() {
+                for (proxy, deps) in &state.connected {
+                    if deps.all_services
+                        || deps.services.iter().any(|s| changed_services.contains(s))
+                    {
+                        affected.insert(proxy.clone());
+                    }
+                }
+            }
+        }
+
+        // MeshServices from kuma.io/service tags (their writes come back as events).
+        let generate_for: Vec<String> = b
+            .dataplanes
+            .iter()
+            .filter(|(m, _)| self.meshes.contains_key(*m))
+            .map(|(m, _)| m.clone())
+            .chain(if b.hostname_generators {
+                self.meshes.keys().cloned().collect()
+            } else {
+                Vec::new()
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for mesh in generate_for {
+            if let Err(error) = self.sync_mesh_services(&mesh).await {
+                warn!(%mesh, %error, "meshservice generation failed");
+            }
+        }
+
+        let mut generated = 0usize;
+        let mut pushed = 0usize;
+        for (mesh, proxies) in regenerate {
+            let Some(state) = self.meshes.get_mut(&mesh) else {
+                continue;
+            };
+            for name in proxies {
+                if !state.connected.contains_key(&name) {
+                    continue;
+                }
+                let Some(dp) = state.ctx.dataplanes.get(&name).cloned() else {
+                    continue;
+                };
+                let plan = generate(&state.ctx, &state.endpoints, &dp);
+                for w in &plan.warnings {
+                    debug!(%mesh, %name, warning = %w, "generation warning");
+                }
+                let deps = deps_of(&plan.resources, &dp);
+                state.connected.insert(name.clone(), deps);
+                generated += 1;
+                if self
+                    .cache
+                    .set(&crate::bootstrap::node_id(&mesh, &name), &plan.resources)
+                {
+                    pushed += 1;
+                }
+            }
+        }
+        if generated > 0 {
+            info!(generated, pushed, "proxies regenerated");
+        }
+        Ok(())
+    }
+
+    async fn sync_mesh_services(&mut self, mesh: &str) -> Result<(), StoreError> {
+        let Some(state) = self.meshes.get(mesh) else {
+            return Ok(());
+        };
+        let mesh_name =
+            MeshName::new(mesh).map_err(|_| StoreError::MeshNotFound(MeshName::default_mesh()))?;
+        let desired = meshservice::desired(&state.ctx, &self.config.zone);
+        let existing =
+            views::list(self.store.as_ref(), ResourceKind::MeshService, &mesh_name).await?;
+        let mut used: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        for m in self.meshes.values() {
+            for s in m.ctx.services.values() {
+                used.extend(
+                    s.status
+                        .vips
+                        .iter()
+                        .filter_map(|v| v.ip.parse::<Ipv4Addr>().ok()),
+                );
+            }
+        }
+        let existing_by_name: BTreeMap<String, &kuma_model::Resource> = existing
+            .iter()
+            .map(|r| (r.key.name().to_string(), r))
+            .collect();
+
+        let write_status = |labels: &BTreeMap<String, String>,
+                            name: &str,
+                            current_vip: Option<Ipv4Addr>,
+                            used: &mut BTreeSet<Ipv4Addr>| {
+            let vip = current_vip.or_else(|| {
+                let v = meshservice::allocate_vip(used, self.config.vip_cidr);
+                if let Some(v) = v {
+                    used.insert(v);
+                }
+                v
+            });
+            let hostnames: Vec<(String, String)> = self
+                .hostnames
+                .iter()
+                .filter_map(|t| {
+                    t.render(name, mesh, &self.config.zone, labels)
+                        .map(|h| (h, t.name.clone()))
+                })
+                .collect();
+            meshservice::status(vip, &hostnames)
+        };
+
+        for (name, want) in &desired {
+            let key = key(ResourceKind::MeshService, &mesh_name, name)?;
+            match existing_by_name.get(name) {
+                None => {
+                    let status = write_status(&want.labels, name, None, &mut used);
+                    let w = Write {
+                        labels: want.labels.clone(),
+                        spec: want.spec.clone(),
+                        status: Some(status),
+                    };
+                    match self.store.create(&key, w).await {
+                        Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(r) => {
+                    let generated = r.meta.labels.get(MANAGED_BY_LABEL).map(String::as_str)
+                        == Some(MANAGED_BY_GENERATOR);
+                    let current_vip = r
+                        .status
+                        .as_ref()
+                        .and_then(|s| s["vips"][0]["ip"].as_str())
+                        .and_then(|ip| ip.parse().ok());
+                    let spec = if generated {
+                        want.spec.clone()
+                    } else {
+                        r.spec.clone()
+                    };
+                    let labels = if generated {
+                        want.labels.clone()
+                    } else {
+                        r.meta.labels.clone()
+                    };
+                    let status = write_status(&labels, name, current_vip, &mut used);
+                    let status_same = r.status.as_ref().is_some_and(|s| {
+                        s["vips"] == status["vips"] && s["addresses"] == status["addresses"]
+                    });
+                    if spec != r.spec || labels != r.meta.labels || !status_same {
+                        let w = Write {
+                            labels,
+                            spec,
+                            status: Some(status),
+                        };
+                        match self.store.update(&key, w, Some(r.meta.version)).await {
+                            Ok(_)
+                            | Err(StoreError::Conflict { .. })
+                            | Err(StoreError::NotFound(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        // User-written MeshServices also get a VIP and hostnames.
+        for r in &existing {
+            let name = r.key.name().to_string();
+            if desired.contains_key(&name) {
+                continue;
+            }
+            let has_vip = r
+                .status
+                .as_ref()
+                .is_some_and(|s| s["vips"][0]["ip"].is_string());
+            if !has_vip {
+                let status = write_status(&r.meta.labels, &name, None, &mut used);
+                let w = Write {
+                    labels: r.meta.labels.clone(),
+                    spec: r.spec.clone(),
+                    status: Some(status),
+                };
+                match self.store.update(&r.key, w, Some(r.meta.version)).await {
+                    Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn key(kind: ResourceKind, mesh: &MeshName, name: &str) -> Result<ResourceKey, StoreError> {
+    let n = ResourceName::new(name).map_err(|_| StoreError::MeshNotFound(mesh.clone()))?;
+    Ok(ResourceKey::in_mesh(kind, mesh.clone(), n).expect("mesh-scoped kind"))
+}
+
+fn deps_of(resources: &[ResourcePlan], dp: &kuma_xds::input::DataplaneView) -> ProxyDeps {
+    let mut deps = ProxyDeps::default();
+    for r in resources {
+        if let ResourcePlan::Endpoints(e) = r {
+            deps.clusters.insert(e.cluster.clone());
+        }
+    }
+    for o in &dp.spec.networking.outbound {
+        if let Some(n) = o.backend_ref.as_ref().and_then(|b| b.name.clone()) {
+            deps.services.insert(n);
+        }
+        if let Some(s) = o.tags.get(SERVICE_TAG) {
+            deps.services.insert(s.clone());
+        }
+        if o.backend_ref.as_ref().is_some_and(|b| b.name.is_none()) {
+            deps.all_services = true;
+        }
+    }
+    deps.all_services |= dp.spec.networking.transparent_proxying.is_some();
+    deps
+}
