@@ -20,12 +20,14 @@
 
 mod index;
 pub mod memory;
+pub mod postgres;
 mod row;
 pub mod sqlite;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
 pub use memory::MemoryStore;
+pub use postgres::{PostgresConfig, PostgresStore, migrate_up};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

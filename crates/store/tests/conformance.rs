@@ -1,7 +1,8 @@
 //! The conformance suite against every backend.
 
+use kuma_store::testing::TestPostgres;
 use kuma_store::testing::conformance;
-use kuma_store::{MemoryStore, ResourceStore, SqliteStore};
+use kuma_store::{MemoryStore, PostgresConfig, PostgresStore, ResourceStore, SqliteStore};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,4 +55,18 @@ async fn sqlite_survives_restart() {
         .unwrap();
     assert_eq!(next.meta.version, 3);
     assert_eq!(next.meta.creation_time, written.meta.creation_time);
+}
+
+async fn fresh_postgres(pg: &TestPostgres, db: &str) -> PostgresConfig {
+    let config = pg.create_database(db);
+    kuma_store::migrate_up(&config).await.unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    let pg = TestPostgres::start_async().await;
+    let config = fresh_postgres(&pg, "conformance").await;
+    let store: Arc<dyn ResourceStore> = Arc::new(PostgresStore::open(&config).await.unwrap());
+    conformance::run_all(store).await;
 }

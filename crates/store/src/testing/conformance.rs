@@ -830,6 +830,9 @@ pub async fn change_feed(store: Arc<dyn ResourceStore>) {
 /// Deleting a mesh puts a Deleted event on the feed for everything in it,
 /// before the mesh's own.
 pub async fn change_feed_cascade(store: Arc<dyn ResourceStore>) {
+    // Subscribe first: on backends with an asynchronous feed, events of the
+    // setup writes may still be on their way after the writes return.
+    let mut rx = store.watch();
     let mesh = mk_mesh(&*store, "feed-cascade").await;
     let children = [
         mk_key(ResourceKind::MeshTimeout, &mesh, "t"),
@@ -843,19 +846,27 @@ pub async fn change_feed_cascade(store: Arc<dyn ResourceStore>) {
         .update(&children[1], mk_write(json!({"x": 1})), None)
         .await
         .unwrap();
-    let mut rx = store.watch();
     drop_mesh(&*store, &mesh).await;
     let mkey = mk_mesh_key(&mesh);
     let mut keys: HashSet<_> = children.iter().cloned().collect();
     keys.insert(mkey.clone());
-    let got = collect_events(&mut rx, &keys, 4).await;
-    assert!(got.iter().all(|e| e.op == ChangeOp::Deleted), "{got:?}");
+    // 1 mesh + 3 children created, 1 update, then 4 deletions.
+    let got = collect_events(&mut rx, &keys, 9).await;
+    let (setup, deletions) = got.split_at(5);
+    assert!(setup.iter().all(|e| e.op != ChangeOp::Deleted), "{got:?}");
+    assert!(
+        deletions.iter().all(|e| e.op == ChangeOp::Deleted),
+        "{got:?}"
+    );
     assert_eq!(
-        got.last().map(|e| &e.key),
+        deletions.last().map(|e| &e.key),
         Some(&mkey),
         "the mesh goes last: {got:?}"
     );
-    let versions: BTreeMap<_, _> = got.iter().map(|e| (e.key.clone(), e.version)).collect();
+    let versions: BTreeMap<_, _> = deletions
+        .iter()
+        .map(|e| (e.key.clone(), e.version))
+        .collect();
     assert_eq!(versions.len(), 4, "one event per resource: {got:?}");
     assert_eq!(versions[&children[1]], 2);
     assert_eq!(versions[&children[0]], 1);

@@ -6,3 +6,6 @@
 //!   on a free loopback port, removed on drop.
 
 pub mod conformance;
+mod postgres;
+
+pub use postgres::TestPostgres;
