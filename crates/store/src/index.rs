@@ -94,6 +94,14 @@ impl Index {
         removed
     }
 
+    /// Every resource, in kind, name, mesh order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        ResourceKind::ALL
+            .iter()
+            .filter_map(|k| self.by_kind.get(k))
+            .flat_map(|m| m.values())
+    }
+
     /// Resources passing `filter` (paging ignored), in name-then-mesh order.
     pub(crate) fn matching<'a>(
         &'a self,

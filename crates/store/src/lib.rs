@@ -18,6 +18,7 @@
 //! [`postgres::PostgresStore`] (several control planes on one database) and
 //! [`cache::CachedStore`], a read replica in memory in front of any of them.
 
+pub mod cache;
 mod index;
 pub mod memory;
 pub mod postgres;
@@ -26,6 +27,7 @@ pub mod sqlite;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+pub use cache::CachedStore;
 pub use memory::MemoryStore;
 pub use postgres::{PostgresConfig, PostgresStore, migrate_up};
 pub use sqlite::SqliteStore;
@@ -240,4 +242,37 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// Subscribes to committed writes from now on. A lagging receiver gets
     /// `RecvError::Lagged` and should re-list.
     fn watch(&self) -> broadcast::Receiver<ChangeEvent>;
+}
+
+/// A shared store is a store: lets a [`CachedStore`] (or anything generic over
+/// `S: ResourceStore`) sit in front of an `Arc` others also hold.
+#[async_trait]
+impl<T: ResourceStore + ?Sized> ResourceStore for std::sync::Arc<T> {
+    async fn get(&self, key: &ResourceKey) -> Result<Resource, StoreError> {
+        (**self).get(key).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<ListPage, StoreError> {
+        (**self).list(filter).await
+    }
+    async fn create(&self, key: &ResourceKey, write: Write) -> Result<Resource, StoreError> {
+        (**self).create(key, write).await
+    }
+    async fn update(
+        &self,
+        key: &ResourceKey,
+        write: Write,
+        expected_version: Option<u64>,
+    ) -> Result<Resource, StoreError> {
+        (**self).update(key, write, expected_version).await
+    }
+    async fn delete(
+        &self,
+        key: &ResourceKey,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        (**self).delete(key, expected_version).await
+    }
+    fn watch(&self) -> broadcast::Receiver<ChangeEvent> {
+        (**self).watch()
+    }
 }

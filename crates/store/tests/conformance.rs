@@ -2,7 +2,9 @@
 
 use kuma_store::testing::TestPostgres;
 use kuma_store::testing::conformance;
-use kuma_store::{MemoryStore, PostgresConfig, PostgresStore, ResourceStore, SqliteStore};
+use kuma_store::{
+    CachedStore, MemoryStore, PostgresConfig, PostgresStore, ResourceStore, SqliteStore,
+};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,5 +70,29 @@ async fn postgres() {
     let pg = TestPostgres::start_async().await;
     let config = fresh_postgres(&pg, "conformance").await;
     let store: Arc<dyn ResourceStore> = Arc::new(PostgresStore::open(&config).await.unwrap());
+    conformance::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(dir.path().join("kuma.db")).await.unwrap();
+    let store: Arc<dyn ResourceStore> = Arc::new(CachedStore::new(inner).await.unwrap());
+    conformance::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_memory() {
+    let store: Arc<dyn ResourceStore> =
+        Arc::new(CachedStore::new(MemoryStore::new()).await.unwrap());
+    conformance::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_postgres() {
+    let pg = TestPostgres::start_async().await;
+    let config = fresh_postgres(&pg, "cached").await;
+    let inner = PostgresStore::open(&config).await.unwrap();
+    let store: Arc<dyn ResourceStore> = Arc::new(CachedStore::new(inner).await.unwrap());
     conformance::run_all(store).await;
 }

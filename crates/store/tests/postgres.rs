@@ -141,3 +141,63 @@ async fn schema_gate_and_error_hygiene() {
     assert!(err.is_retryable());
     assert_eq!(err.to_string(), "storage backend failure");
 }
+
+/// Two control planes, each reading from its own cache over one database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_on_two_instances_converge_within_100ms() {
+    use kuma_store::CachedStore;
+    let pg = TestPostgres::start_async().await;
+    let config = pg.config();
+    migrate_up(&config).await.unwrap();
+    let a = CachedStore::new(PostgresStore::open(&config).await.unwrap())
+        .await
+        .unwrap();
+    let b = CachedStore::new(PostgresStore::open(&config).await.unwrap())
+        .await
+        .unwrap();
+    a.create(&mk_mesh_key("default"), mk_write(json!({})))
+        .await
+        .unwrap();
+    let key = mk_key(ResourceKind::MeshTimeout, "default", "t");
+    let mut worst = Duration::ZERO;
+    for i in 0..10u64 {
+        let start = Instant::now();
+        if i == 0 {
+            a.create(&key, mk_write(json!({"i": 0}))).await.unwrap();
+        } else {
+            let writer = if i % 2 == 0 { &a } else { &b };
+            writer
+                .update(&key, mk_write(json!({"i": i})), Some(i))
+                .await
+                .unwrap();
+        }
+        let reader = if i % 2 == 0 { &b } else { &a };
+        loop {
+            if let Ok(r) = reader.get(&key).await
+                && r.meta.version == i + 1
+            {
+                assert_eq!(r.spec, json!({"i": i}));
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "write {i} never reached the other cache"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        worst = worst.max(start.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "slowest propagation {worst:?}"
+    );
+    b.delete(&mk_mesh_key("default"), None).await.unwrap();
+    let start = Instant::now();
+    while a.get(&key).await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "cascade never reached the other cache"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
