@@ -337,7 +337,7 @@ pub fn percentage(
 // ---------------------------------------------------------------------------
 
 /// What a targetRef points at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 pub enum TargetRefKind {
     /// Every proxy (top level) or every destination (`to`) in the mesh.
     Mesh,
@@ -358,6 +358,29 @@ impl TargetRefKind {
             TargetRefKind::MeshExternalService => "MeshExternalService",
             TargetRefKind::MeshMultiZoneService => "MeshMultiZoneService",
             TargetRefKind::MeshHTTPRoute => "MeshHTTPRoute",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetRefKind {
+    // Kuma reports unknown kinds (including 2.x kinds such as MeshSubset) in
+    // its own words rather than serde's.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let all = [
+            TargetRefKind::Mesh,
+            TargetRefKind::Dataplane,
+            TargetRefKind::MeshService,
+            TargetRefKind::MeshExternalService,
+            TargetRefKind::MeshMultiZoneService,
+            TargetRefKind::MeshHTTPRoute,
+        ];
+        match all.into_iter().find(|k| k.as_str() == s) {
+            Some(k) => Ok(k),
+            None if s.is_empty() => Err(serde::de::Error::custom(MUST_BE_DEFINED)),
+            None => Err(serde::de::Error::custom(format!(
+                "value '{s}' is not supported"
+            ))),
         }
     }
 }

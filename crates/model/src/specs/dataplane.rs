@@ -349,15 +349,28 @@ impl Spec for Dataplane {
             return;
         };
         if let Some(admin) = &net.admin {
+            // Envoy's admin listens on 127.0.0.1: only listeners on loopback
+            // (or every interface) can clash with it.
+            let clashes = |addr: &str| addr == "127.0.0.1" || addr == "0.0.0.0";
             let p = path.field("admin").field("port");
-            if net.inbound.iter().any(|i| i.port == admin.port) {
+            if net.inbound.iter().any(|i| {
+                i.port == admin.port
+                    && clashes(if i.address.is_empty() {
+                        &net.address
+                    } else {
+                        &i.address
+                    })
+            }) {
                 errs.at(&p, "must differ from inbound");
             }
-            if net
-                .outbound
-                .iter()
-                .any(|o| o.port == admin.port && (o.address.is_empty() || o.address == "127.0.0.1"))
-            {
+            if net.outbound.iter().any(|o| {
+                o.port == admin.port
+                    && clashes(if o.address.is_empty() {
+                        "127.0.0.1"
+                    } else {
+                        &o.address
+                    })
+            }) {
                 errs.at(&p, "must differ from outbound");
             }
         }
@@ -542,7 +555,7 @@ fn validate_transparent_proxying(tp: &TransparentProxying, path: &Path, errs: &m
         if !r.name.is_empty() && crate::names::ResourceName::new(r.name.clone()).is_err() {
             errs.at(
                 &p.field("name"),
-                "invalid name: must consist of lower case alphanumeric characters, '-' or '.'",
+                "invalid characters. A lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
             );
         }
         if r.name.is_empty() && r.namespace.is_empty() && r.labels.is_empty() {
