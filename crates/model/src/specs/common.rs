@@ -1013,6 +1013,8 @@ pub enum SecureDataSourceType {
     File,
     EnvVar,
     InsecureInline,
+    /// A Secret in the same mesh (`secretRef`).
+    #[serde(rename = "Secret")]
     SecretRef,
 }
 

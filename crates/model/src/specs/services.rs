@@ -306,7 +306,7 @@ impl Spec for MeshExternalService {
         if !supported_app_protocol(&self.match_.protocol) {
             errs.at(
                 &m.field("protocol"),
-                format!("protocol must be one of: {}", PROTOCOLS.join(", ")),
+                "\"protocol\" must be one of [\"tcp\", \"grpc\", \"http\", \"http2\"]",
             );
         }
         match &self.extension {
@@ -386,7 +386,7 @@ fn data_sources(v: &Verification, path: &Path, errs: &mut Violations) {
         ) {
             errs.at(
                 &p.field("type"),
-                "type must be one of: SecretRef, InsecureInline",
+                format!("{:?} must be one of: Secret, InsecureInline", s.type_),
             );
         } else {
             validate_secure_data_source(s, &p, errs);
