@@ -206,6 +206,33 @@ pub async fn run(loaded: Loaded) -> Result<()> {
     }
 
     // Mode-specific components are started here.
+    if mode == Mode::Zone {
+        // dp-server: /bootstrap + ADS for the zone's proxies (kuma-zone).
+        let mut dp = kuma_zone::DpServerConfig::new(work_dir.clone());
+        dp.port = c.dp_server.port;
+        dp.tls_cert_file = Some(c.dp_server.tls_cert_file.clone())
+            .filter(|f| !f.is_empty())
+            .map(Into::into);
+        dp.tls_key_file = Some(c.dp_server.tls_key_file.clone())
+            .filter(|f| !f.is_empty())
+            .map(Into::into);
+        dp.auth = kuma_zone::DpAuth::parse(&c.dp_server.authn.dp_proxy.kind)
+            .map_err(anyhow::Error::msg)?;
+        dp.zone = c.multizone.zone.name.clone();
+        dp.instance_id = hostname();
+        let server = kuma_zone::DpServer::start(dp, store.clone())
+            .await
+            .context("cannot start the dp-server (set KUMA_DP_SERVER_PORT to use another port)")?;
+        info!(address = %server.local_addr, "dp-server listening");
+        let dp_stop = stopped();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = server.wait() => {},
+                _ = dp_stop => {},
+            }
+            Ok(())
+        });
+    }
 
     ready.store(true, Ordering::Release);
     info!(mode = mode.as_str(), "control plane ready");

@@ -100,9 +100,12 @@ pub fn envoy_bootstrap(p: &BootstrapParams<'_>) -> Value {
     }
     let mut tls = json!({
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "sni": p.xds_host,
         "common_tls_context": { "alpn_protocols": ["h2"] }
     });
+    // SNI carries host names only, never addresses.
+    if p.xds_host.parse::<std::net::IpAddr>().is_err() {
+        tls["sni"] = Value::String(p.xds_host.to_string());
+    }
     if !p.ca_cert.is_empty() {
         tls["common_tls_context"]["validation_context"] =
             json!({ "trusted_ca": { "inline_string": p.ca_cert } });
@@ -136,6 +139,7 @@ pub fn envoy_bootstrap(p: &BootstrapParams<'_>) -> Value {
             "clusters": [{
                 "name": "ads_cluster",
                 "type": "STRICT_DNS",
+                "dns_lookup_family": "V4_PREFERRED",
                 "connect_timeout": "1s",
                 "load_assignment": {
                     "cluster_name": "ads_cluster",

@@ -10,7 +10,7 @@ use crate::lifecycle::{parse_dataplane_resource, stored_dataplane};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -38,10 +38,13 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], msg.into()).into_response()
 }
 
-fn host_of(headers: &HeaderMap) -> String {
-    let raw = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+/// The host the proxy used to reach us (HTTP/1.1 `Host`, HTTP/2 `:authority`):
+/// Envoy dials the same one for ADS.
+fn host_of(uri: &Uri, headers: &HeaderMap) -> String {
+    let raw = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("localhost");
     if let Some(rest) = raw.strip_prefix('[') {
         return rest.split(']').next().unwrap_or("localhost").to_string();
@@ -54,6 +57,7 @@ fn host_of(headers: &HeaderMap) -> String {
 
 async fn bootstrap(
     State(st): State<Arc<BootstrapState>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -122,7 +126,7 @@ async fn bootstrap(
         .as_ref()
         .map(|a| a.port)
         .unwrap_or(DEFAULT_ADMIN_PORT);
-    let host = host_of(&headers);
+    let host = host_of(&uri, &headers);
     let params = BootstrapParams {
         node_id: node_id(&mesh, &req.name),
         service,
