@@ -33,48 +33,13 @@ pub struct StoreConfig {
     #[serde(rename = "type")]
     pub kind: String,
     pub sqlite: SqliteConfig,
-    pub postgres: PostgresSection,
+    pub postgres: kuma_store::PostgresConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SqliteConfig {
     pub path: String,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PostgresSection {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: String,
-    pub db_name: String,
-    pub connection_timeout: u64,
-    pub min_open_connections: u32,
-    pub max_open_connections: u32,
-    pub tls: PostgresTls,
-}
-
-impl std::fmt::Debug for PostgresSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresSection")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &"***")
-            .field("db_name", &self.db_name)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PostgresTls {
-    pub mode: String,
-    pub cert_path: String,
-    pub key_path: String,
-    pub ca_path: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -398,6 +363,9 @@ fn validate(c: &CpConfig) -> Result<()> {
             bail!("invalid value 0 for {key} ({var}): expected a port from 1 to 65535");
         }
     }
+    c.store.postgres.validate().map_err(|e| {
+        anyhow!("invalid store.postgres configuration (KUMA_STORE_POSTGRES_*): {e}")
+    })?;
     if c.api_server.max_request_body_bytes == 0 {
         bail!(
             "invalid value 0 for apiServer.maxRequestBodyBytes (KUMA_API_SERVER_MAX_REQUEST_BODY_BYTES)"

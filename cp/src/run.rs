@@ -7,7 +7,9 @@ use anyhow::{Context, Result, bail};
 use kuma_api_server::{ApiConfig, ApiState, MeteredStore, auth};
 use kuma_model::labels::{self, Mode};
 use kuma_model::{ResourceKey, ResourceKind, ResourceName};
-use kuma_store::{MemoryStore, ResourceStore, SqliteStore, StoreError, Write};
+use kuma_store::{
+    CachedStore, MemoryStore, PostgresStore, ResourceStore, SqliteStore, StoreError, Write,
+};
 use kuma_telemetry::Metrics;
 use kuma_tokens::TokenService;
 use std::collections::BTreeMap;
@@ -37,13 +39,31 @@ async fn open_store(c: &CpConfig, work_dir: &Path) -> Result<Arc<dyn ResourceSto
                 c.store.sqlite.path.clone().into()
             };
             info!(path = %path.display(), "using the embedded SQLite store");
+            let store = SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("cannot open the embedded store at {}", path.display()))?;
+            // Reads are served from memory, kept current by the change feed.
             Arc::new(
-                SqliteStore::open(&path).await.with_context(|| {
-                    format!("cannot open the embedded store at {}", path.display())
-                })?,
+                CachedStore::new(store)
+                    .await
+                    .context("cannot load the embedded store")?,
             )
         }
-        "postgres" => bail!("store type postgres: not yet available in this build"),
+        "postgres" => {
+            let pg = &c.store.postgres;
+            info!(host = %pg.host, port = pg.port, db = %pg.db_name, "using the PostgreSQL store");
+            let store = PostgresStore::open(pg).await.with_context(|| {
+                format!(
+                    "cannot use PostgreSQL at {}:{} (database {})",
+                    pg.host, pg.port, pg.db_name
+                )
+            })?;
+            Arc::new(
+                CachedStore::new(store)
+                    .await
+                    .context("cannot load resources from PostgreSQL")?,
+            )
+        }
         other => bail!("invalid value {other:?} for store.type (KUMA_STORE_TYPE)"),
     })
 }
@@ -55,7 +75,19 @@ pub async fn migrate_up(c: &CpConfig) -> Result<()> {
             c.store.kind
         );
     }
-    bail!("store type postgres: not yet available in this build")
+    let pg = &c.store.postgres;
+    let v = kuma_store::migrate_up(pg).await.with_context(|| {
+        format!(
+            "cannot migrate PostgreSQL at {}:{} (database {})",
+            pg.host, pg.port, pg.db_name
+        )
+    })?;
+    info!(
+        before = v.before,
+        after = v.after,
+        "database schema is up to date"
+    );
+    Ok(())
 }
 
 /// Creates the `default` mesh unless it exists.
@@ -96,7 +128,8 @@ async fn bind(interface: &str, port: u16, what: &str, var: &str) -> Result<TcpLi
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
         let _ = ctrl_c.await;
         return;
     };
