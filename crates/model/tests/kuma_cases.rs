@@ -543,3 +543,70 @@ mTLS:
         "type: ServiceInsight\nname: all-services-default\nmesh: default\nservices:\n  backend:\n    status: partially_degraded\n    dataplanes: {total: 2, online: 1, offline: 1}\n    serviceType: internal\n",
     );
 }
+
+#[test]
+fn meshretry_status_codes_may_be_numbers() {
+    valid(&policy(
+        "MeshRetry",
+        "to:\n  - targetRef:\n      kind: Mesh\n    default:\n      http:\n        retryOn: [500, \"503\", 5xx]",
+    ));
+    expect(
+        &policy(
+            "MeshRetry",
+            "to:\n  - targetRef:\n      kind: Mesh\n    default:\n      http:\n        retryOn: [999]",
+        ),
+        &[("spec.to[0].default.http.retryOn[0]", "unknown item '999'")],
+    );
+}
+
+#[test]
+fn meshtrace_datadog_url_is_host_and_port_only() {
+    expect(
+        &policy(
+            "MeshTrace",
+            "default:\n  backends:\n    - type: Datadog\n      datadog:\n        url: http://intake.datadoghq.eu:8126/some/path",
+        ),
+        &[(
+            "spec.default.backends[0].datadog.url",
+            "path must not be defined",
+        )],
+    );
+}
+
+#[test]
+fn meshratelimit_tcp_cannot_depend_on_spiffe_id() {
+    expect(
+        &policy(
+            "MeshRateLimit",
+            "targetRef:\n  kind: Dataplane\nrules:\n  - matches:\n      - spiffeID:\n          type: Exact\n          value: spiffe://default/client\n    default:\n      local:\n        tcp:\n          connectionRate:\n            num: 100\n            interval: 100ms",
+        ),
+        &[(
+            "spec.rules[0].default.local.tcp",
+            "can't be specified when matches contain spiffeID because this field cannot be conditioned on source identity",
+        )],
+    );
+}
+
+#[test]
+fn meshaccesslog_paths_and_json_keys() {
+    expect(
+        &policy(
+            "MeshAccessLog",
+            "rules:\n  - default:\n      backends:\n        - type: File\n          file:\n            path: '#not_valid'",
+        ),
+        &[(
+            "spec.rules[0].default.backends[0].file.path",
+            "file backend requires a valid path",
+        )],
+    );
+    expect(
+        &policy(
+            "MeshAccessLog",
+            "rules:\n  - default:\n      backends:\n        - type: File\n          file:\n            path: /tmp/logs.txt\n            format:\n              type: Json\n              json:\n                - key: '\"'\n                  value: '%START_TIME%'",
+        ),
+        &[(
+            "spec.rules[0].default.backends[0].file.format.json[0]",
+            "is not a valid JSON object",
+        )],
+    );
+}

@@ -1138,3 +1138,14 @@ pub fn rfc1035_name(name: &str, errs: &mut Violations) {
 pub fn supported_app_protocol(p: &str) -> bool {
     PROTOCOLS.contains(&p.to_ascii_lowercase().as_str())
 }
+
+/// An absolute file path (Unix `/var/log/x`, or Windows `C:\\logs\\x`).
+pub fn is_file_path(p: &str) -> bool {
+    let b = p.as_bytes();
+    let unix = p.starts_with('/');
+    let windows = b.len() > 2
+        && b[0].is_ascii_alphabetic()
+        && b[1] == b':'
+        && (b[2] == b'\\' || b[2] == b'/');
+    (unix || windows) && !p.contains('\0')
+}

@@ -163,7 +163,7 @@ impl MeshAccessLogConf {
                 AccessLogBackendType::File => match &b.file {
                     None => errs.at(&p.field("file"), "must be defined"),
                     Some(f) => {
-                        if f.path.is_empty() || f.path.contains('\0') {
+                        if !super::common::is_file_path(&f.path) {
                             errs.at(
                                 &p.field("file").field("path"),
                                 "file backend requires a valid path",
@@ -251,6 +251,12 @@ fn format(f: &Option<Format>, path: &Path, errs: &mut Violations) {
                     }
                     if kv.value.is_empty() {
                         errs.at(&p.field("value"), "value cannot be empty");
+                    }
+                    // Both end up inside a JSON string literal in Envoy's format.
+                    let breaks_json =
+                        |s: &str| s.contains(['"', '\\']) || s.chars().any(char::is_control);
+                    if breaks_json(&kv.key) || breaks_json(&kv.value) {
+                        errs.at(&p, "is not a valid JSON object");
                     }
                 }
             }

@@ -149,7 +149,7 @@ impl MeshHealthCheckConf {
             errs,
         );
         if let Some(p) = &self.event_log_path
-            && (p.is_empty() || p.contains('\0'))
+            && !super::common::is_file_path(p)
         {
             errs.at(
                 &path.field("eventLogPath"),

@@ -116,6 +116,15 @@ impl Spec for MeshRateLimit {
         }
         check_rules(&self.rules, path, errs, |r, p, errs| {
             validate_matches(&r.matches, &p.field("matches"), errs);
+            if super::common::has_spiffe_match(&r.matches)
+                && r.default.local.as_ref().is_some_and(|l| l.tcp.is_some())
+            {
+                // Connections are limited before the client's identity is known.
+                errs.at(
+                    &p.field("default").field("local").field("tcp"),
+                    "can't be specified when matches contain spiffeID because this field cannot be conditioned on source identity",
+                );
+            }
             r.default.check(&p.field("default"), errs);
         });
         // Outbound rate limiting is only offered mesh-wide (for gateways).

@@ -60,7 +60,7 @@ pub struct RetryHttp {
     /// `ConnectFailure`, `EnvoyRatelimited`, `RefusedStream`,
     /// `Http3PostConnectFailure`, `HttpMethod<Verb>`, or an HTTP status code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_on: Option<Vec<String>>,
+    pub retry_on: Option<Vec<super::common::IntOrString>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retriable_response_headers: Option<Vec<super::meshhttproute::HeaderMatch>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,9 +222,17 @@ impl MeshRetryConf {
                 errs,
             );
             for (i, r) in h.retry_on.iter().flatten().enumerate() {
-                let status = r.parse::<u16>().is_ok_and(|c| (100..600).contains(&c));
-                if !HTTP_RETRY_ON.contains(&r.as_str()) && !status {
-                    errs.at(&p.field("retryOn").index(i), format!("unknown item '{r}'"));
+                // A condition name, or an HTTP status code (number or string).
+                let (text, code) = match r {
+                    super::common::IntOrString::Int(n) => (n.to_string(), Some(*n)),
+                    super::common::IntOrString::String(s) => (s.clone(), s.parse::<i64>().ok()),
+                };
+                let status = code.is_some_and(|c| (100..600).contains(&c));
+                if !HTTP_RETRY_ON.contains(&text.as_str()) && !status {
+                    errs.at(
+                        &p.field("retryOn").index(i),
+                        format!("unknown item '{text}'"),
+                    );
                 }
             }
             let mut priorities = false;

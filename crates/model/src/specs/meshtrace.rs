@@ -184,10 +184,23 @@ fn check_backend(b: &TraceBackend, path: &Path, errs: &mut Violations) {
                 } else if !dd.url.starts_with("http://") {
                     errs.at(&up, "scheme must be http");
                 } else {
-                    let authority = dd.url["http://".len()..]
-                        .split('/')
-                        .next()
-                        .unwrap_or_default();
+                    let rest = &dd.url["http://".len()..];
+                    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                    let tail = &rest[authority.len()..];
+                    // The agent URL is host and port only.
+                    for (name, present) in [
+                        ("user", authority.contains('@')),
+                        (
+                            "path",
+                            tail.split(['?', '#']).next().is_some_and(|p| !p.is_empty()),
+                        ),
+                        ("query", tail.contains('?')),
+                        ("fragment", tail.contains('#')),
+                    ] {
+                        if present {
+                            errs.at(&up, format!("{name} must not be defined"));
+                        }
+                    }
                     match authority.rsplit_once(':') {
                         None => errs.at(&up, "port must be defined"),
                         Some((_, port)) if !port.parse::<u16>().is_ok_and(|p| p > 0) => {
