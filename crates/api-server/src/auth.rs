@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use kuma_tokens::TokensError;
 use std::net::{IpAddr, SocketAddr};
 
 pub const ADMIN_USER: &str = "mesh-system:admin";
@@ -96,10 +97,23 @@ impl Authenticator {
     /// Verifies a user token against the user-token signing keys in the store.
     pub async fn verify_user_token(
         &self,
-        _state: &SharedState,
-        _token: &str,
+        state: &SharedState,
+        token: &str,
     ) -> Result<Identity, ApiError> {
-        Err(ApiError::unauthenticated("invalid user token"))
+        match state.tokens.verify_user_token(token).await {
+            Ok(claims) => Ok(Identity::user(
+                claims.identity.name,
+                claims.identity.groups,
+                &self.config,
+            )),
+            Err(TokensError::Store(e)) => Err(ApiError::from_store("Could not authenticate", e)),
+            Err(error) => {
+                tracing::debug!(%error, "user token rejected");
+                Err(ApiError::unauthenticated(format!(
+                    "invalid user token: {error}"
+                )))
+            }
+        }
     }
 }
 

@@ -8,6 +8,11 @@ use kuma_store::StoreError;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+/// Detail of the 404 for a path no route serves.
+pub const UNKNOWN_PATH: &str = "no API endpoint at this path";
+/// End of the detail of the 405 for a method a path does not serve.
+pub const UNSERVED_METHOD: &str = "this method is not served at this path";
+
 /// One invalid field.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct InvalidParameter {
@@ -17,6 +22,7 @@ pub struct InvalidParameter {
 
 /// Kuma's error body (Kong AIP-193), with the legacy `details` field Kuma still sends.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
 pub struct ErrorBody {
     #[serde(rename = "type")]
     pub kind: String,
@@ -54,6 +60,11 @@ impl ApiError {
 
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "Not found", "Not found")
+    }
+
+    /// No route at this path (as opposed to a resource that is not there).
+    pub fn unknown_path() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Not found", UNKNOWN_PATH)
     }
 
     pub fn method_not_allowed(detail: impl Into<String>) -> Self {

@@ -111,7 +111,15 @@ pub fn router(state: SharedState) -> Router {
         .merge(resources::routes())
         .merge(insights::routes())
         .merge(tokens::routes())
-        .fallback(|| async { error::ApiError::not_found() });
+        .method_not_allowed_fallback(|req: Request| async move {
+            error::ApiError::method_not_allowed(format!(
+                "{} {}: {}",
+                req.method(),
+                req.uri().path(),
+                error::UNSERVED_METHOD
+            ))
+        })
+        .fallback(|| async { error::ApiError::unknown_path() });
     routes
         .layer(middleware::from_fn_with_state(
             state.clone(),

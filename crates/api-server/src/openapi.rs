@@ -10,7 +10,7 @@ use crate::resources::{collection_path, is_computed};
 use crate::tokens::{DataplaneTokenRequest, UserTokenRequest, ZoneTokenRequest};
 use kuma_model::{ResourceKind, Scope, SpecLayout};
 use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, SchemaGenerator};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 fn schema_ref(name: &str) -> Value {
@@ -485,6 +485,17 @@ pub fn document() -> Value {
     let _ = error;
     for (name, schema) in generator.take_definitions(true) {
         schemas.insert(name, schema);
+    }
+    // The item schemas merge raw definitions in: bring everything to
+    // OpenAPI 3.0 (`nullable` instead of type arrays, no `const`, ...).
+    let mut transforms = SchemaSettings::openapi3().transforms;
+    for schema in schemas.values_mut() {
+        if let Ok(mut s) = Schema::try_from(schema.clone()) {
+            for t in transforms.iter_mut() {
+                t.transform(&mut s);
+            }
+            *schema = s.to_value();
+        }
     }
     json!({
         "openapi": "3.0.3",

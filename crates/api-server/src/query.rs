@@ -98,7 +98,8 @@ impl ListParams {
 
     /// The URL of the next page, or `null` when this was the last.
     pub fn next_url(&self, headers: &HeaderMap, uri: &Uri, total: usize) -> Value {
-        let next_offset = self.offset + self.size;
+        // Saturating: `offset` comes straight from the client.
+        let next_offset = self.offset.saturating_add(self.size);
         if next_offset >= total {
             return Value::Null;
         }

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
-use kuma_auth::{DataplaneIdentity, ProxyType, UserIdentity, ZoneIdentity};
+use kuma_auth::{DataplaneIdentity, KeyOwner, ProxyType, UserIdentity, ZoneIdentity};
 use kuma_tokens::TokensError;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -225,6 +225,13 @@ async fn user_token(
         ));
     }
     let valid = valid_for(&req.valid_for, Duration::ZERO, true)?;
+    // Kuma creates the first user-token signing key at start; do it on first
+    // use too, so issuing works even when the admin-token bootstrap is off.
+    state
+        .tokens
+        .ensure_signing_key(&KeyOwner::User)
+        .await
+        .map_err(map_err)?;
     let user = UserIdentity::new(req.name, req.groups);
     let token = state
         .tokens
