@@ -9,7 +9,7 @@ use kuma_model::{ResourceKind, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::ApiServer;
+use crate::config::{ApiServer, ControlPlane};
 
 /// Kuma's error body.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -56,9 +56,27 @@ pub enum ApiError {
     /// The server answered with an error status and some other body.
     #[error("unexpected status {status}: {body}")]
     Status { status: u16, body: String },
+    /// The server refused the credential kumactl sent (401/403).
+    #[error(
+        "the Control Plane API Server at {url} refused the request: {status} {title}\n\
+         credential used: {credential}{hint}"
+    )]
+    Auth {
+        url: String,
+        status: u16,
+        title: String,
+        credential: String,
+        hint: String,
+    },
     /// No answer (connection refused, TLS failure, timeout).
-    #[error("could not reach the Control Plane API Server: {}", error_chain(.0))]
-    Transport(reqwest::Error),
+    #[error(
+        "could not reach the Control Plane API Server at {url}: {cause}\n\
+         Is the Control Plane running? Check its address with `kumactl config control-planes list`"
+    )]
+    Transport { url: String, cause: String },
+    /// An answer kumactl could not read.
+    #[error("could not read the response of the Control Plane API Server: {0}")]
+    Decode(String),
 }
 
 /// The error and its causes on one line; the causes are not exposed as
@@ -81,7 +99,7 @@ impl ApiError {
         match self {
             ApiError::Kuma(e) => e.status == 404,
             ApiError::Status { status, .. } => *status == 404,
-            ApiError::Transport(_) => false,
+            ApiError::Auth { .. } | ApiError::Transport { .. } | ApiError::Decode(_) => false,
         }
     }
 }
@@ -148,9 +166,51 @@ fn encode(segment: &str) -> String {
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
+    /// What the requests authenticate with, for 401/403 messages.
+    credential: String,
+    /// How to fix a refused credential.
+    hint: String,
+}
+
+/// Names the credential a request carries, never its value.
+fn describe_credential(api: &ApiServer, control_plane: Option<&str>) -> (String, String) {
+    let cp = control_plane
+        .map(|n| format!(" of Control Plane {n:?}"))
+        .unwrap_or_default();
+    if api.bearer_token().is_some() {
+        (
+            format!("user token from authConf.token (authType: tokens){cp}"),
+            format!(
+                "\nThe token may be expired, revoked or signed by another control plane; replace it with \
+                 `kumactl config control-planes add --name {} --address {} --auth-type tokens --auth-conf token=NEW_TOKEN --overwrite`",
+                control_plane.unwrap_or("NAME"),
+                api.url
+            ),
+        )
+    } else if !api.client_cert_file.is_empty() {
+        (
+            format!("client certificate {}{cp}", api.client_cert_file),
+            String::new(),
+        )
+    } else {
+        (
+            format!("none (anonymous){cp}"),
+            "\nOnly requests from localhost are admin without a token; add one with \
+             `--auth-type tokens --auth-conf token=TOKEN` (`kumactl generate user-token`)"
+                .to_owned(),
+        )
+    }
 }
 
 impl ApiClient {
+    /// A client for the named control plane of the config.
+    pub fn for_control_plane(cp: &ControlPlane, timeout: Duration) -> anyhow::Result<Self> {
+        let mut client = Self::new(&cp.coordinates.api_server, timeout)?;
+        (client.credential, client.hint) =
+            describe_credential(&cp.coordinates.api_server, Some(&cp.name));
+        Ok(client)
+    }
+
     pub fn new(api: &ApiServer, timeout: Duration) -> anyhow::Result<Self> {
         // reqwest is built without a provider; ring is the only one we ship.
         // Installing twice is harmless (the second call is refused).
@@ -200,19 +260,41 @@ impl ApiClient {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder.build().context("could not build the HTTP client")?;
+        let (credential, hint) = describe_credential(api, None);
         Ok(ApiClient {
             http,
             base: api.url.trim_end_matches('/').to_owned(),
+            credential,
+            hint,
         })
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
-        let response = request.send().await.map_err(ApiError::Transport)?;
+        let response = request.send().await.map_err(|e| ApiError::Transport {
+            url: self.base.clone(),
+            cause: error_chain(&e),
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
+        if matches!(status.as_u16(), 401 | 403) {
+            let kuma = serde_json::from_str::<KumaError>(&body).unwrap_or_default();
+            let mut title = status.canonical_reason().unwrap_or("").to_owned();
+            for part in [&kuma.title, &kuma.detail] {
+                if !part.is_empty() && !title.contains(part.as_str()) {
+                    title = format!("{title}: {part}");
+                }
+            }
+            return Err(ApiError::Auth {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                title,
+                credential: self.credential.clone(),
+                hint: self.hint.clone(),
+            });
+        }
         Err(match serde_json::from_str::<KumaError>(&body) {
             Ok(err) if !err.title.is_empty() => ApiError::Kuma(KumaError {
                 status: status.as_u16(),
@@ -234,7 +316,34 @@ impl ApiClient {
         path: &str,
     ) -> Result<T, ApiError> {
         let response = self.send(self.http.get(self.url(path))).await?;
-        response.json().await.map_err(ApiError::Transport)
+        response
+            .json()
+            .await
+            .map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// Every page of a list, as one `{total, items, next: null}`.
+    pub async fn list_all_json(&self, path: &str) -> Result<Value, ApiError> {
+        let mut items = Vec::new();
+        let mut url = self.url(path);
+        loop {
+            let page: ListPage = self
+                .send(self.http.get(&url))
+                .await?
+                .json()
+                .await
+                .map_err(|e| ApiError::Decode(e.to_string()))?;
+            items.extend(page.items);
+            // Follow `next` on our own base: the server builds it from the
+            // Host it saw, which may not be the address we use.
+            match page.next.as_deref().and_then(|n| n.split_once('?')) {
+                Some((_, query)) if !query.is_empty() => {
+                    url = format!("{}?{query}", self.url(path))
+                }
+                _ => break,
+            }
+        }
+        Ok(serde_json::json!({"total": items.len(), "items": items, "next": null}))
     }
 
     pub async fn index(&self) -> Result<IndexResponse, ApiError> {
@@ -269,7 +378,10 @@ impl ApiClient {
             url = format!("{url}?{}", query.join("&"));
         }
         let response = self.send(self.http.get(url)).await?;
-        response.json().await.map_err(ApiError::Transport)
+        response
+            .json()
+            .await
+            .map_err(|e| ApiError::Decode(e.to_string()))
     }
 
     pub async fn put_resource(
@@ -321,7 +433,10 @@ impl ApiClient {
                     .json(request),
             )
             .await?;
-        response.text().await.map_err(ApiError::Transport)
+        response
+            .text()
+            .await
+            .map_err(|e| ApiError::Decode(e.to_string()))
     }
 }
 
@@ -478,6 +593,13 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
         let client = ApiClient::new(&api(&url, None), Duration::from_secs(5)).unwrap();
-        assert!(matches!(client.index().await, Err(ApiError::Transport(_))));
+        let err = client.index().await.unwrap_err();
+        assert!(matches!(err, ApiError::Transport { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&url), "{text}");
+        assert!(
+            text.contains("kumactl config control-planes list"),
+            "{text}"
+        );
     }
 }

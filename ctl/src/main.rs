@@ -12,6 +12,7 @@ mod client;
 mod config;
 mod generate;
 mod manifest;
+mod printers;
 mod run;
 
 use clap::Parser;
@@ -20,7 +21,18 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     // One rustls provider for the whole process: ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = cli::Cli::parse();
+    // Exit codes are 0 and 1 only (clap's usage errors would be 2).
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
     let mut stdout = std::io::stdout();
     let mut ctx = run::Ctx {
         cli: &cli,
@@ -29,8 +41,20 @@ async fn main() -> std::process::ExitCode {
     match run::run(&mut ctx).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("{}: {e:#}", error_label());
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `Error` in red on a terminal (unless `NO_COLOR` is set), plain otherwise,
+/// so scripts and logs never see escape codes.
+fn error_label() -> &'static str {
+    use std::io::IsTerminal as _;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    if colour {
+        "\x1b[31mError\x1b[0m"
+    } else {
+        "Error"
     }
 }

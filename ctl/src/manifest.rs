@@ -160,6 +160,8 @@ pub fn parse_document(doc: &Document) -> anyhow::Result<Value> {
 /// A resource ready to send: its envelope read and checked, the original JSON kept.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// `file:line` of the document, for messages.
+    pub at: String,
     pub input: ResourceInput,
     pub name: String,
     pub mesh: Option<String>,
@@ -216,6 +218,7 @@ fn check(value: Value, doc: &Document) -> anyhow::Result<Manifest> {
         _ => {}
     }
     Ok(Manifest {
+        at,
         input,
         name,
         mesh,

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::cli::*;
 use crate::client::{ApiClient, Upsert};
 use crate::config::{self, ApiServer, ControlPlane, Coordinates, Header};
+use crate::printers::{self, table};
 use crate::{generate, manifest};
 
 /// Everything a command may need from the global flags.
@@ -54,7 +55,7 @@ impl Ctx<'_> {
     fn client(&self) -> anyhow::Result<ApiClient> {
         let cfg = self.config()?;
         let cp = cfg.active_control_plane(self.cli.context.as_deref())?;
-        ApiClient::new(&cp.coordinates.api_server, self.cli.api_timeout)
+        ApiClient::for_control_plane(cp, self.cli.api_timeout)
     }
 }
 
@@ -127,11 +128,12 @@ async fn run_config(ctx: &mut Ctx<'_>, cmd: &ConfigCommand) -> anyhow::Result<()
         ConfigCommand::ControlPlanes(ControlPlanesCommand::Add(a)) => {
             let cp = control_plane_from_args(a)?;
             if !a.skip_check {
-                let client = ApiClient::new(&cp.coordinates.api_server, ctx.cli.api_timeout)?;
-                client
+                let client = ApiClient::for_control_plane(&cp, ctx.cli.api_timeout)?;
+                let index = client
                     .index()
                     .await
                     .context("could not connect to the Control Plane API Server")?;
+                check_product(&index)?;
             }
             cfg.add_control_plane(cp, a.overwrite)?;
             ctx.save(&cfg)?;
@@ -141,6 +143,25 @@ async fn run_config(ctx: &mut Ctx<'_>, cmd: &ConfigCommand) -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// kumactl talks to Kuma; a preview build of another product is let through,
+/// as Kuma does.
+fn check_product(index: &crate::client::IndexResponse) -> anyhow::Result<()> {
+    if index.product != PRODUCT && !index.version.contains("preview") {
+        bail!(
+            "this CLI is for {PRODUCT} but the control plane you're connected to is {}. Please use the CLI for your control plane",
+            if index.product.is_empty() {
+                "an unknown product"
+            } else {
+                &index.product
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The product kumactl is the CLI of.
+const PRODUCT: &str = "Kuma";
 
 fn control_plane_from_args(a: &AddControlPlaneArgs) -> anyhow::Result<ControlPlane> {
     let url = reqwest::Url::parse(&a.address).context("API Server URL is invalid")?;
@@ -240,11 +261,11 @@ async fn run_apply(ctx: &mut Ctx<'_>, a: &ApplyArgs) -> anyhow::Result<()> {
             .put_resource(kind, m.mesh.as_deref(), &m.name, &m.body)
             .await
             .map_err(|e| {
-                anyhow::anyhow!(
-                    "resource type={:?} mesh={mesh:?} name={:?}: failed server side: {e}",
-                    kind.name(),
-                    m.name
-                )
+                let resource = match &m.mesh {
+                    Some(mesh) => format!("{}/{mesh}/{}", kind.name(), m.name),
+                    None => format!("{}/{}", kind.name(), m.name),
+                };
+                anyhow::anyhow!("{resource} ({}): {e}", m.at)
             })?;
         let action = match outcome {
             Upsert::Created => "Created",
@@ -277,10 +298,10 @@ async fn run_get(ctx: &mut Ctx<'_>, g: &GetArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| {
                     if e.is_not_found() {
-                        anyhow::anyhow!(
-                            "No resources found in {} mesh",
-                            mesh.as_deref().unwrap_or("")
-                        )
+                        match &mesh {
+                            Some(mesh) => anyhow::anyhow!("No resources found in {mesh} mesh"),
+                            None => anyhow::anyhow!("No resources found"),
+                        }
                     } else {
                         e.into()
                     }
@@ -323,90 +344,23 @@ fn print_items(
         OutputFormat::Json => writeln!(ctx.out, "{}", serde_json::to_string_pretty(&raw)?)?,
         OutputFormat::Yaml => write!(ctx.out, "{}", serde_yaml::to_string(&raw)?)?,
         OutputFormat::Table => {
-            write!(ctx.out, "{}", resource_table(kind, items, Utc::now()))?;
-            if let Some(next) = next {
-                let offset = next.split("offset=").nth(1).unwrap_or(next);
-                writeln!(
-                    ctx.out,
-                    "\nRerun command with --offset={offset} argument to retrieve more resources"
-                )?;
+            write!(
+                ctx.out,
+                "{}",
+                printers::resource_table(kind, items, Utc::now())
+            )?;
+            if let Some(footer) = printers::pagination_footer(next) {
+                write!(ctx.out, "{footer}")?;
             }
         }
     }
     Ok(())
 }
 
-/// A generic table for any kind: MESH (mesh-scoped kinds), NAME, AGE.
-pub fn resource_table(kind: ResourceKind, items: &[Value], now: chrono::DateTime<Utc>) -> String {
-    let meshed = kind.scope() == kuma_model::Scope::Mesh;
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|item| {
-            let s = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-            let age = item
-                .get("creationTime")
-                .and_then(Value::as_str)
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| human_age(now.signed_duration_since(t.with_timezone(&Utc))))
-                .unwrap_or_else(|| "unknown".into());
-            let mut row = Vec::new();
-            if meshed {
-                row.push(s("mesh"));
-            }
-            row.push(s("name"));
-            row.push(age);
-            row
-        })
-        .collect();
-    let headers: &[&str] = if meshed {
-        &["MESH", "NAME", "AGE"]
-    } else {
-        &["NAME", "AGE"]
-    };
-    table(headers, &rows)
-}
-
-fn human_age(d: chrono::TimeDelta) -> String {
-    let secs = d.num_seconds().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 2 * 3600 => format!("{}m", s / 60),
-        s if s < 2 * 86_400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
-}
-
-/// Left-aligned columns separated by three spaces, as Kuma's printers do.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == last {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}   ", w = widths[i]));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
-}
-
 async fn run_delete(ctx: &mut Ctx<'_>, d: &DeleteArgs) -> anyhow::Result<()> {
     let client = ctx.client()?;
     let mesh = mesh_for(ctx, d.kind);
-    let display = d.kind.descriptor().singular_display;
+    let display = d.kind.name();
     client
         .delete_resource(d.kind, mesh.as_deref(), &d.name)
         .await
@@ -436,22 +390,19 @@ async fn run_inspect(ctx: &mut Ctx<'_>, cmd: &InspectCommand) -> anyhow::Result<
         InspectCommand::Zones(a) => ("/zones+insights".to_owned(), a),
         InspectCommand::Services(a) => (format!("/meshes/{mesh}/service-insights"), a),
     };
-    let page: Value = client.get_json(&path).await?;
+    let page = client.list_all_json(&path).await?;
     match args.output {
         OutputFormat::Json => writeln!(ctx.out, "{}", serde_json::to_string_pretty(&page)?)?,
         OutputFormat::Yaml => write!(ctx.out, "{}", serde_yaml::to_string(&page)?)?,
         OutputFormat::Table => {
-            let rows: Vec<Vec<String>> = page
-                .get("items")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|i| {
-                    let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                    vec![s("mesh"), s("name")]
-                })
-                .collect();
-            write!(ctx.out, "{}", table(&["MESH", "NAME"], &rows))?;
+            let now = Utc::now();
+            let text = match cmd {
+                InspectCommand::Meshes(_) => printers::mesh_insights_table(&page),
+                InspectCommand::Dataplanes(_) => printers::dataplane_overviews_table(&page, now),
+                InspectCommand::Zones(_) => printers::zone_overviews_table(&page, now),
+                InspectCommand::Services(_) => printers::service_insights_table(&page),
+            };
+            write!(ctx.out, "{text}")?;
         }
     }
     Ok(())
@@ -562,17 +513,21 @@ async fn run_generate(ctx: &mut Ctx<'_>, cmd: &GenerateCommand) -> anyhow::Resul
                 }
                 None => ctx
                     .client()?
-                    .generate_token(
-                        "dataplane",
-                        &json!({
+                    .generate_token("dataplane", &{
+                        let mut request = json!({
                             "name": a.name.clone().unwrap_or_default(),
                             "mesh": mesh,
                             "tags": tags,
                             "type": a.proxy_type.clone().unwrap_or_default(),
-                            "workload": a.workload.clone().unwrap_or_default(),
                             "validFor": valid_for_text(a.valid_for),
-                        }),
-                    )
+                        });
+                        // Sent only when asked for: servers that predate
+                        // workload-bound tokens refuse the field.
+                        if let Some(w) = a.workload.as_ref().filter(|w| !w.is_empty()) {
+                            request["workload"] = json!(w);
+                        }
+                        request
+                    })
                     .await
                     .context("failed to generate a dataplane token")?,
             };
@@ -881,21 +836,5 @@ mod tests {
             assert!(out.contains("kumactl"), "{shell}");
             assert!(out.contains("control-planes"), "{shell}");
         }
-    }
-
-    #[test]
-    fn tables_align_like_kumas() {
-        let t = table(&["ACTIVE", "NAME"], &[vec!["*".into(), "a".into()]]);
-        assert_eq!(t, "ACTIVE   NAME\n*        a\n");
-        let kind = ResourceKind::from_name("MeshTimeout").unwrap();
-        let now = chrono::DateTime::parse_from_rfc3339("2025-01-02T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let items =
-            [json!({"mesh": "default", "name": "t1", "creationTime": "2025-01-01T00:00:00Z"})];
-        assert_eq!(
-            resource_table(kind, &items, now),
-            "MESH      NAME   AGE\ndefault   t1     24h\n"
-        );
     }
 }
