@@ -407,6 +407,26 @@ fn dataplane_typed_access() {
     assert_eq!(net.inbound[0].workload_port(), 18080);
     assert_eq!(net.inbound[1].section_name(), "9090");
     assert_eq!(net.inbound[1].service(), Some("metrics"));
+    assert_eq!(net.inbound[0].workload_address(), "127.0.0.1");
+    assert_eq!(net.inbound_address(&net.inbound[0]), "10.0.0.1");
+    assert!(net.inbound[0].is_ready());
+}
+
+#[test]
+fn dataplane_inbound_readiness() {
+    let yaml = dataplane(
+        "address: 10.0.0.1\ninbound:\n  - port: 1\n    state: NotReady\n  - port: 2\n    health:\n      ready: false\n  - port: 3\n    state: Ignored\n  - port: 4",
+    );
+    let value: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let input = ResourceInput::from_kuma_json(value, None).unwrap();
+    let dp: specs::Dataplane = serde_json::from_value(input.spec).unwrap();
+    let ready: Vec<u32> = dp
+        .active_inbounds()
+        .filter(|i| i.is_ready())
+        .map(|i| i.port)
+        .collect();
+    assert_eq!(ready, vec![4]);
+    assert_eq!(dp.active_inbounds().count(), 3);
 }
 
 // --- other policies

@@ -130,6 +130,22 @@ impl Inbound {
             self.service_port
         }
     }
+
+    /// The application address (`serviceAddress`, else 127.0.0.1).
+    pub fn workload_address(&self) -> &str {
+        if self.service_address.is_empty() {
+            "127.0.0.1"
+        } else {
+            &self.service_address
+        }
+    }
+
+    /// Whether the inbound should receive traffic: state `Ready` (the default)
+    /// and not reported unhealthy.
+    pub fn is_ready(&self) -> bool {
+        let state_ready = self.state.unwrap_or_default() == InboundState::Ready;
+        state_ready && self.health.as_ref().is_none_or(|h| h.ready)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -338,6 +354,43 @@ impl Dataplane {
             .as_ref()
             .and_then(|n| n.gateway.as_ref())
             .is_some()
+    }
+
+    /// True when the proxy serves zone ingress or egress listeners.
+    pub fn is_zone_proxy(&self) -> bool {
+        self.networking
+            .as_ref()
+            .is_some_and(|n| !n.listeners.is_empty())
+    }
+
+    /// Inbounds that take part in the mesh (not `Ignored`).
+    pub fn active_inbounds(&self) -> impl Iterator<Item = &Inbound> {
+        self.networking
+            .iter()
+            .flat_map(|n| n.inbound.iter())
+            .filter(|i| i.state != Some(InboundState::Ignored))
+    }
+}
+
+impl Networking {
+    /// The address the proxy listens on for `inbound`.
+    pub fn inbound_address<'a>(&'a self, inbound: &'a Inbound) -> &'a str {
+        if inbound.address.is_empty() {
+            &self.address
+        } else {
+            &inbound.address
+        }
+    }
+}
+
+impl Outbound {
+    /// The local address the application connects to (127.0.0.1 by default).
+    pub fn effective_address(&self) -> &str {
+        if self.address.is_empty() {
+            "127.0.0.1"
+        } else {
+            &self.address
+        }
     }
 }
 
