@@ -303,7 +303,11 @@ mod tests {
             assert!(names.insert(d.name), "duplicate name {}", d.name);
             assert!(plurals.insert(d.plural), "duplicate plural {}", d.plural);
             if !d.short_name.is_empty() {
-                assert!(shorts.insert(d.short_name), "duplicate short {}", d.short_name);
+                assert!(
+                    shorts.insert(d.short_name),
+                    "duplicate short {}",
+                    d.short_name
+                );
             }
         }
         assert_eq!(ResourceKind::ALL.len(), 34);
@@ -311,10 +315,22 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert_eq!(ResourceKind::from_plural("meshtimeouts"), Some(ResourceKind::MeshTimeout));
-        assert_eq!(ResourceKind::from_name("MeshHTTPRoute"), Some(ResourceKind::MeshHTTPRoute));
-        assert_eq!(ResourceKind::from_kumactl_word("mt"), Some(ResourceKind::MeshTimeout));
-        assert_eq!(ResourceKind::from_kumactl_word("Dataplanes"), Some(ResourceKind::Dataplane));
+        assert_eq!(
+            ResourceKind::from_plural("meshtimeouts"),
+            Some(ResourceKind::MeshTimeout)
+        );
+        assert_eq!(
+            ResourceKind::from_name("MeshHTTPRoute"),
+            Some(ResourceKind::MeshHTTPRoute)
+        );
+        assert_eq!(
+            ResourceKind::from_kumactl_word("mt"),
+            Some(ResourceKind::MeshTimeout)
+        );
+        assert_eq!(
+            ResourceKind::from_kumactl_word("Dataplanes"),
+            Some(ResourceKind::Dataplane)
+        );
         assert_eq!(ResourceKind::from_plural("nope"), None);
         let policies = ResourceKind::ALL.iter().filter(|k| k.is_policy()).count();
         assert_eq!(policies, 16);

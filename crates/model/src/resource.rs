@@ -26,7 +26,11 @@ pub enum KeyError {
 }
 
 impl ResourceKey {
-    pub fn new(kind: ResourceKind, mesh: Option<MeshName>, name: ResourceName) -> Result<Self, KeyError> {
+    pub fn new(
+        kind: ResourceKind,
+        mesh: Option<MeshName>,
+        name: ResourceName,
+    ) -> Result<Self, KeyError> {
         match (kind.scope(), &mesh) {
             (Scope::Mesh, None) => Err(KeyError::MeshRequired { kind }),
             (Scope::Global, Some(_)) => Err(KeyError::MeshNotAllowed { kind }),
@@ -40,7 +44,11 @@ impl ResourceKey {
     }
 
     /// A key for a mesh-scoped kind.
-    pub fn in_mesh(kind: ResourceKind, mesh: MeshName, name: ResourceName) -> Result<Self, KeyError> {
+    pub fn in_mesh(
+        kind: ResourceKind,
+        mesh: MeshName,
+        name: ResourceName,
+    ) -> Result<Self, KeyError> {
         Self::new(kind, Some(mesh), name)
     }
 
@@ -88,7 +96,15 @@ pub struct Resource {
 }
 
 /// Envelope fields of Kuma's resource JSON; everything else on an inline kind is spec.
-const ENVELOPE: &[&str] = &["type", "mesh", "name", "labels", "creationTime", "modificationTime", "kri"];
+const ENVELOPE: &[&str] = &[
+    "type",
+    "mesh",
+    "name",
+    "labels",
+    "creationTime",
+    "modificationTime",
+    "kri",
+];
 
 /// Formats a timestamp as Kuma does (RFC 3339, UTC, sub-second digits as needed).
 pub fn format_time(t: &DateTime<Utc>) -> String {
@@ -108,10 +124,21 @@ impl Resource {
             out.insert("mesh".into(), Value::String(m.to_string()));
         }
         out.insert("name".into(), Value::String(self.key.name().to_string()));
-        out.insert("creationTime".into(), Value::String(format_time(&self.meta.creation_time)));
-        out.insert("modificationTime".into(), Value::String(format_time(&self.meta.modification_time)));
+        out.insert(
+            "creationTime".into(),
+            Value::String(format_time(&self.meta.creation_time)),
+        );
+        out.insert(
+            "modificationTime".into(),
+            Value::String(format_time(&self.meta.modification_time)),
+        );
         if !self.meta.labels.is_empty() {
-            let labels = self.meta.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let labels = self
+                .meta
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
             out.insert("labels".into(), Value::Object(labels));
         }
         match self.kind().descriptor().layout {
@@ -125,7 +152,12 @@ impl Resource {
             SpecLayout::Nested => {
                 out.insert("spec".into(), self.spec.clone());
                 if self.kind().descriptor().has_status {
-                    out.insert("status".into(), self.status.clone().unwrap_or_else(|| Value::Object(Map::new())));
+                    out.insert(
+                        "status".into(),
+                        self.status
+                            .clone()
+                            .unwrap_or_else(|| Value::Object(Map::new())),
+                    );
                 }
             }
         }
@@ -148,7 +180,10 @@ pub struct ResourceInput {
 impl ResourceInput {
     /// Reads Kuma's resource JSON. `expected` is the kind the URL names; when
     /// given, `type` may be omitted but must match if present.
-    pub fn from_kuma_json(value: Value, expected: Option<ResourceKind>) -> Result<ResourceInput, Violations> {
+    pub fn from_kuma_json(
+        value: Value,
+        expected: Option<ResourceKind>,
+    ) -> Result<ResourceInput, Violations> {
         let Value::Object(mut obj) = value else {
             return Err(Violations::single("", "must be an object"));
         };
@@ -156,7 +191,10 @@ impl ResourceInput {
         let kind = match (obj.remove("type"), expected) {
             (Some(Value::String(t)), Some(k)) if t == k.name() => Some(k),
             (Some(Value::String(t)), Some(k)) => {
-                errs.add("type", format!("invalid type {t:?}, expected {:?}", k.name()));
+                errs.add(
+                    "type",
+                    format!("invalid type {t:?}, expected {:?}", k.name()),
+                );
                 Some(k)
             }
             (Some(Value::String(t)), None) => {
@@ -227,7 +265,14 @@ impl ResourceInput {
             }
         };
         errs.into_result()?;
-        Ok(ResourceInput { kind, mesh, name, labels, spec, status })
+        Ok(ResourceInput {
+            kind,
+            mesh,
+            name,
+            labels,
+            spec,
+            status,
+        })
     }
 }
 
@@ -260,14 +305,18 @@ mod tests {
     use serde_json::json;
 
     fn t() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2024-05-01T10:00:00.5Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2024-05-01T10:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn key_scope_is_enforced() {
         let n = ResourceName::new("x").unwrap();
         assert!(ResourceKey::global(ResourceKind::MeshTimeout, n.clone()).is_err());
-        assert!(ResourceKey::in_mesh(ResourceKind::Mesh, MeshName::default_mesh(), n.clone()).is_err());
+        assert!(
+            ResourceKey::in_mesh(ResourceKind::Mesh, MeshName::default_mesh(), n.clone()).is_err()
+        );
         assert!(ResourceKey::global(ResourceKind::Mesh, n).is_ok());
     }
 
@@ -280,8 +329,18 @@ mod tests {
         .unwrap();
         assert_eq!(input.name.as_deref(), Some("t1"));
         let r = Resource {
-            key: ResourceKey::in_mesh(ResourceKind::MeshTimeout, MeshName::default_mesh(), ResourceName::new("t1").unwrap()).unwrap(),
-            meta: ResourceMeta { labels: input.labels, version: 1, creation_time: t(), modification_time: t() },
+            key: ResourceKey::in_mesh(
+                ResourceKind::MeshTimeout,
+                MeshName::default_mesh(),
+                ResourceName::new("t1").unwrap(),
+            )
+            .unwrap(),
+            meta: ResourceMeta {
+                labels: input.labels,
+                version: 1,
+                creation_time: t(),
+                modification_time: t(),
+            },
             spec: input.spec,
             status: None,
         };

@@ -30,7 +30,10 @@ impl Violations {
     }
 
     pub fn add(&mut self, field: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(Violation { field: field.into(), reason: reason.into() });
+        self.0.push(Violation {
+            field: field.into(),
+            reason: reason.into(),
+        });
     }
 
     /// Records a violation at `path`.
@@ -88,7 +91,11 @@ impl Path {
     }
 
     pub fn field(&self, name: &str) -> Path {
-        if self.0.is_empty() { Path(name.to_string()) } else { Path(format!("{}.{name}", self.0)) }
+        if self.0.is_empty() {
+            Path(name.to_string())
+        } else {
+            Path(format!("{}.{name}", self.0))
+        }
     }
 
     pub fn index(&self, i: usize) -> Path {
@@ -113,7 +120,10 @@ impl fmt::Display for Path {
 /// Turns a serde error from typed deserialization into one violation whose
 /// field is the path serde was at, rooted at `root` (`spec`, or empty for
 /// inline kinds).
-pub fn from_serde_error(root: &Path, err: serde_path_to_error::Error<serde_json::Error>) -> Violations {
+pub fn from_serde_error(
+    root: &Path,
+    err: serde_path_to_error::Error<serde_json::Error>,
+) -> Violations {
     let mut path = root.clone();
     for seg in err.path().iter() {
         path = match seg {
@@ -130,7 +140,11 @@ pub fn from_serde_error(root: &Path, err: serde_path_to_error::Error<serde_json:
     if let Some(i) = reason.find(" at line ") {
         reason.truncate(i);
     }
-    let field = if path.as_str().is_empty() { root.as_str().to_string() } else { path.0 };
+    let field = if path.as_str().is_empty() {
+        root.as_str().to_string()
+    } else {
+        path.0
+    };
     Violations::single(field, reason)
 }
 
@@ -142,7 +156,13 @@ mod tests {
     fn paths() {
         let p = Path::root("spec").field("to").index(0).field("default");
         assert_eq!(p.as_str(), "spec.to[0].default");
-        assert_eq!(Path::root("spec").field("tags").key("kuma.io/service").as_str(), "spec.tags[\"kuma.io/service\"]");
+        assert_eq!(
+            Path::root("spec")
+                .field("tags")
+                .key("kuma.io/service")
+                .as_str(),
+            "spec.tags[\"kuma.io/service\"]"
+        );
         assert_eq!(Path::root("").field("networking").as_str(), "networking");
     }
 
