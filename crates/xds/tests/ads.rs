@@ -1,0 +1,382 @@
+//! The ADS server over a real gRPC connection: delta and state of the world,
+//! ACK/NACK handling, resumption, and refusals.
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use kuma_xds::plan::{
+    ClusterPlan, ClusterSource, EndpointsPlan, FilterPlan, ListenerPlan, Protocol, SocketAddr,
+};
+use kuma_xds::server::StreamEvent;
+use kuma_xds::{
+    AdsServer, ResourcePlan, ResourceType, SnapshotCache, StreamAuth, StreamEvents, Timeouts,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+const NODE: &str = "default.web-1";
+
+struct TokenAuth;
+
+#[tonic::async_trait]
+impl StreamAuth for TokenAuth {
+    async fn authenticate(&self, _node: &Node, metadata: &MetadataMap) -> Result<(), Status> {
+        match metadata.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some("good") => Ok(()),
+            _ => Err(Status::unauthenticated(
+                "invalid dataplane token: bad signature",
+            )),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<StreamEvent>>);
+
+#[tonic::async_trait]
+impl StreamEvents for Recorder {
+    async fn connected(&self, _id: u64, _node: &Node) -> Result<(), Status> {
+        Ok(())
+    }
+    async fn disconnected(&self, _id: u64, _node_id: &str) {}
+    fn event(&self, _id: u64, _node_id: &str, e: StreamEvent) {
+        self.0.lock().unwrap().push(e);
+    }
+}
+
+fn plans(backend_ports: &[u32], listener_port: u32) -> Vec<ResourcePlan> {
+    let cluster = "default_backend___msvc_80".to_string();
+    vec![
+        ResourcePlan::Cluster(ClusterPlan {
+            name: cluster.clone(),
+            protocol: Protocol::Http,
+            source: ClusterSource::Eds,
+            timeouts: Timeouts::default(),
+        }),
+        ResourcePlan::Endpoints(EndpointsPlan {
+            cluster: cluster.clone(),
+            endpoints: backend_ports
+                .iter()
+                .map(|p| SocketAddr {
+                    address: "127.0.0.2".into(),
+                    port: *p,
+                })
+                .collect(),
+        }),
+        ResourcePlan::Listener(ListenerPlan {
+            name: "outbound:127.0.0.1:10001".into(),
+            address: SocketAddr {
+                address: "127.0.0.1".into(),
+                port: listener_port,
+            },
+            inbound: false,
+            bind_to_port: true,
+            use_original_dst: false,
+            stat_prefix: "out".into(),
+            filter: FilterPlan::Http {
+                cluster,
+                protocol: Protocol::Http,
+                timeouts: Timeouts::default(),
+            },
+        }),
+    ]
+}
+
+async fn start() -> (
+    Arc<SnapshotCache>,
+    Arc<Recorder>,
+    AggregatedDiscoveryServiceClient<Channel>,
+) {
+    let cache = Arc::new(SnapshotCache::new());
+    let events = Arc::new(Recorder::default());
+    let server = AdsServer::new(cache.clone(), Arc::new(TokenAuth), events.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    (cache, events, client)
+}
+
+fn node(id: &str) -> Option<Node> {
+    Some(Node {
+        id: id.into(),
+        ..Default::default()
+    })
+}
+
+fn with_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", token.parse().unwrap());
+    r
+}
+
+struct Delta {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: tonic::Streaming<DeltaDiscoveryResponse>,
+}
+
+impl Delta {
+    async fn open(
+        client: &mut AggregatedDiscoveryServiceClient<Channel>,
+        first: DeltaDiscoveryRequest,
+    ) -> Result<Delta, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(first).await.unwrap();
+        let resp = client
+            .delta_aggregated_resources(with_token(ReceiverStream::new(rx), "good"))
+            .await?;
+        Ok(Delta {
+            tx,
+            rx: resp.into_inner(),
+        })
+    }
+    async fn send(&self, r: DeltaDiscoveryRequest) {
+        self.tx.send(r).await.unwrap();
+    }
+    async fn recv(&mut self) -> DeltaDiscoveryResponse {
+        self.rx
+            .next()
+            .await
+            .expect("stream open")
+            .expect("response")
+    }
+    async fn ack(&self, r: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+}
+
+fn sub(t: ResourceType, names: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: t.type_url().into(),
+        resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
+    let (cache, events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let cds = s.recv().await;
+    assert_eq!(cds.type_url, ResourceType::Cluster.type_url());
+    assert_eq!(cds.resources.len(), 1);
+    s.ack(&cds).await;
+    s.send(sub(ResourceType::Endpoints, &["default_backend___msvc_80"]))
+        .await;
+    let eds = s.recv().await;
+    assert_eq!(eds.resources[0].name, "default_backend___msvc_80");
+    s.ack(&eds).await;
+    s.send(sub(ResourceType::Listener, &[])).await;
+    let lds = s.recv().await;
+    assert_eq!(lds.resources.len(), 1);
+    s.ack(&lds).await;
+
+    // A new endpoint: only the endpoints are resent.
+    cache.set(NODE, &plans(&[8080, 8081], 10001));
+    let eds2 = s.recv().await;
+    assert_eq!(eds2.type_url, ResourceType::Endpoints.type_url());
+    assert_eq!(eds2.resources.len(), 1);
+    assert_ne!(eds2.resources[0].version, eds.resources[0].version);
+
+    // NACK it: nothing is resent until something changes again; then the
+    // rejected endpoints come back along with the change.
+    s.send(DeltaDiscoveryRequest {
+        type_url: eds2.type_url.clone(),
+        response_nonce: eds2.nonce.clone(),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "bad endpoint".into(),
+            details: vec![],
+        }),
+        ..Default::default()
+    })
+    .await;
+    // Wait for the server to have taken the NACK in.
+    while !events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, StreamEvent::Nacked(..)))
+    {
+        tokio::task::yield_now().await;
+    }
+    cache.set(NODE, &plans(&[8080, 8081], 10002));
+    let next = s.recv().await;
+    assert_eq!(
+        next.type_url,
+        ResourceType::Endpoints.type_url(),
+        "the rejected type is retried with the next change"
+    );
+    let next2 = s.recv().await;
+    assert_eq!(next2.type_url, ResourceType::Listener.type_url());
+    assert_eq!(next2.resources.len(), 1);
+
+    let ev = events.0.lock().unwrap().clone();
+    assert!(ev.contains(&StreamEvent::Nacked(
+        ResourceType::Endpoints,
+        "bad endpoint".into()
+    )));
+    assert!(ev.contains(&StreamEvent::Acked(ResourceType::Cluster)));
+}
+
+#[tokio::test]
+async fn delta_resumes_from_initial_resource_versions_and_removes_deleted() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let snap = cache.get(NODE).unwrap();
+    let held: HashMap<String, String> = snap
+        .of_type(ResourceType::Cluster)
+        .unwrap()
+        .iter()
+        .map(|(n, r)| (n.clone(), r.version.clone()))
+        .collect();
+
+    // Reconnect claiming the clusters already: CDS has nothing to send, so the
+    // first response is for LDS.
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    first.initial_resource_versions = held;
+    let mut s = Delta::open(&mut client, first).await.unwrap();
+    s.send(sub(ResourceType::Listener, &[])).await;
+    let lds = s.recv().await;
+    assert_eq!(lds.type_url, ResourceType::Listener.type_url());
+    s.ack(&lds).await;
+
+    // The listener disappears: it is removed by name.
+    let mut p = plans(&[8080], 10001);
+    p.pop();
+    cache.set(NODE, &p);
+    let removal = s.recv().await;
+    assert_eq!(removal.type_url, ResourceType::Listener.type_url());
+    assert_eq!(
+        removal.removed_resources,
+        vec!["outbound:127.0.0.1:10001".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn refusals_say_why() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+
+    // Bad token.
+    let (tx, rx) = mpsc::channel(4);
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    tx.send(first).await.unwrap();
+    let mut stream = client
+        .delta_aggregated_resources(with_token(ReceiverStream::new(rx), "forged"))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("invalid dataplane token"));
+
+    // The node id cannot change within a stream.
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let cds = s.recv().await;
+    let mut again = sub(ResourceType::Listener, &[]);
+    again.node = node("default.someone-else");
+    again.response_nonce = cds.nonce;
+    s.send(again).await;
+    let err = s.rx.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+async fn next(s: &mut tonic::Streaming<DiscoveryResponse>) -> DiscoveryResponse {
+    s.next().await.expect("stream open").expect("response")
+}
+
+#[tokio::test]
+async fn state_of_the_world_lists_everything_and_ignores_stale_nonces() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(DiscoveryRequest {
+        node: node(NODE),
+        type_url: ResourceType::Cluster.type_url().into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = client
+        .stream_aggregated_resources(with_token(ReceiverStream::new(rx), "good"))
+        .await
+        .unwrap()
+        .into_inner();
+    let cds = next(&mut stream).await;
+    assert_eq!(cds.resources.len(), 1);
+    let ack = |r: &DiscoveryResponse, names: Vec<String>| DiscoveryRequest {
+        type_url: r.type_url.clone(),
+        version_info: r.version_info.clone(),
+        response_nonce: r.nonce.clone(),
+        resource_names: names,
+        ..Default::default()
+    };
+    tx.send(ack(&cds, vec![])).await.unwrap();
+    tx.send(DiscoveryRequest {
+        type_url: ResourceType::Endpoints.type_url().into(),
+        resource_names: vec!["default_backend___msvc_80".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let eds = next(&mut stream).await;
+    assert_eq!(eds.type_url, ResourceType::Endpoints.type_url());
+    tx.send(ack(&eds, vec!["default_backend___msvc_80".into()]))
+        .await
+        .unwrap();
+    // A stale nonce for CDS changes nothing.
+    tx.send(DiscoveryRequest {
+        type_url: ResourceType::Cluster.type_url().into(),
+        response_nonce: "0".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tx.send(DiscoveryRequest {
+        type_url: ResourceType::Listener.type_url().into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lds = next(&mut stream).await;
+    assert_eq!(lds.type_url, ResourceType::Listener.type_url());
+    tx.send(ack(&lds, vec![])).await.unwrap();
+
+    // A change of endpoints sends EDS only, with every requested resource.
+    cache.set(NODE, &plans(&[8080, 8081], 10001));
+    let eds2 = next(&mut stream).await;
+    assert_eq!(eds2.type_url, ResourceType::Endpoints.type_url());
+    assert_eq!(eds2.resources.len(), 1);
+    assert_ne!(eds2.version_info, eds.version_info);
+}
