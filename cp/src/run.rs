@@ -267,6 +267,50 @@ pub async fn run(loaded: Loaded) -> Result<()> {
         });
     }
 
+    if mode == Mode::Global {
+        // KDS server: zones dial in here (kuma-global).
+        let kds_cfg = &c.multizone.global.kds;
+        let mut kds = kuma_global::GlobalKdsConfig::new(work_dir.clone());
+        kds.port = kds_cfg.grpc_port;
+        kds.tls_cert_file = Some(kds_cfg.tls_cert_file.clone())
+            .filter(|f| !f.is_empty())
+            .map(Into::into);
+        kds.tls_key_file = Some(kds_cfg.tls_key_file.clone())
+            .filter(|f| !f.is_empty())
+            .map(Into::into);
+        kds.auth = kuma_global::KdsAuth::parse(&kds_cfg.auth.kind).map_err(anyhow::Error::msg)?;
+        kds.instance_id = hostname();
+        let server = kuma_global::GlobalKds::start(kds, store.clone(), tokens.clone(), stopped())
+            .await
+            .context(
+                "cannot start the KDS server (set KUMA_MULTIZONE_GLOBAL_KDS_GRPC_PORT to use another port)",
+            )?;
+        info!(address = %server.local_addr, "KDS server listening");
+        tasks.spawn(async move { server.wait().await.context("KDS server failed") });
+    }
+    if federated_zone {
+        // KDS client: dial the global, sync both ways, reconnect (kuma-kds).
+        let zc = &c.multizone.zone;
+        let mut kds =
+            kuma_kds::zone::ZoneClientConfig::new(zc.global_address.clone(), zc.name.clone());
+        kds.root_ca_file = Some(zc.kds.root_ca_file.clone())
+            .filter(|f| !f.is_empty())
+            .map(Into::into);
+        kds.tls_skip_verify = zc.kds.tls_skip_verify;
+        kds.token_path = Some(zc.kds.auth.cp_token_path.clone())
+            .filter(|f| !f.is_empty())
+            .map(Into::into);
+        kds.instance_id = hostname();
+        kds.config_json = effective.to_string();
+        let kds_store = store.clone();
+        let kds_stop = stopped();
+        tasks.spawn(async move {
+            kuma_kds::zone::run(kds, kds_store, kds_stop, None)
+                .await
+                .context("invalid multizone.zone configuration")
+        });
+    }
+
     ready.store(true, Ordering::Release);
     info!(mode = mode.as_str(), "control plane ready");
 
