@@ -26,8 +26,10 @@ fn valid_name(s: &str) -> bool {
 /// The MeshServices implied by the mesh's Dataplanes: one per `kuma.io/service`
 /// value, with a port per distinct inbound port.
 pub fn desired(ctx: &MeshContext, zone: &str) -> BTreeMap<String, GeneratedService> {
-    let mut ports: BTreeMap<String, BTreeMap<u32, String>> = BTreeMap::new();
+    // Per service, the inbound ports of each of its dataplanes (in name order).
+    let mut by_service: BTreeMap<String, Vec<BTreeMap<u32, String>>> = BTreeMap::new();
     for dp in ctx.dataplanes.values() {
+        let mut mine: BTreeMap<String, BTreeMap<u32, String>> = BTreeMap::new();
         for inbound in &dp.spec.networking.inbound {
             let Some(service) = inbound.service() else {
                 continue;
@@ -40,16 +42,21 @@ pub fn desired(ctx: &MeshContext, zone: &str) -> BTreeMap<String, GeneratedServi
                 .get(PROTOCOL_TAG)
                 .cloned()
                 .unwrap_or_else(|| "tcp".into());
-            ports
-                .entry(service.to_string())
+            mine.entry(service.to_string())
                 .or_default()
                 .entry(inbound.port)
                 .or_insert(protocol);
         }
+        for (service, ports) in mine {
+            by_service.entry(service).or_default().push(ports);
+        }
     }
-    ports
+    by_service
         .into_iter()
-        .map(|(name, ports)| {
+        .map(|(name, instances)| {
+            // As in Kuma, every instance must expose the same ports; the first
+            // one decides and instances that differ do not join the service.
+            let ports = instances.into_iter().next().unwrap_or_default();
             let labels: BTreeMap<String, String> = [
                 (MANAGED_BY_LABEL, MANAGED_BY_GENERATOR),
                 ("kuma.io/origin", "zone"),
@@ -63,7 +70,7 @@ pub fn desired(ctx: &MeshContext, zone: &str) -> BTreeMap<String, GeneratedServi
             let spec = json!({
                 "selector": { "dataplaneTags": { SERVICE_TAG: name } },
                 "ports": ports.iter().map(|(p, proto)| json!({
-                    "port": p, "targetPort": p, "appProtocol": proto
+                    "name": p.to_string(), "port": p, "targetPort": p, "appProtocol": proto
                 })).collect::<Vec<_>>(),
                 "state": "Available",
             });
@@ -200,12 +207,13 @@ mod tests {
     }
 
     #[test]
-    fn one_service_per_tag_with_every_port() {
+    fn one_service_per_tag_with_the_first_instances_ports() {
         let ctx = MeshContext {
             mesh: "default".into(),
             dataplanes: [
                 mk_dp("b1", "backend", 8080, Some("http")),
                 mk_dp("b2", "backend", 9090, None),
+                mk_dp("b3", "db", 5432, None),
                 mk_dp("w", "web", 80, None),
                 mk_dp("bad", "Bad_Name", 1, None),
             ]
@@ -214,13 +222,13 @@ mod tests {
             ..Default::default()
         };
         let d = desired(&ctx, "zone-1");
-        assert_eq!(d.keys().collect::<Vec<_>>(), vec!["backend", "web"]);
-        let ports = &d["backend"].spec["ports"];
+        assert_eq!(d.keys().collect::<Vec<_>>(), vec!["backend", "db", "web"]);
+        // b2 exposes another port than b1: it does not change the service.
         assert_eq!(
-            ports[0],
-            json!({"port": 8080, "targetPort": 8080, "appProtocol": "http"})
+            d["backend"].spec["ports"],
+            json!([{"name": "8080", "port": 8080, "targetPort": 8080, "appProtocol": "http"}])
         );
-        assert_eq!(ports[1]["appProtocol"], "tcp");
+        assert_eq!(d["db"].spec["ports"][0]["appProtocol"], "tcp");
         assert_eq!(d["backend"].labels["kuma.io/zone"], "zone-1");
     }
 
