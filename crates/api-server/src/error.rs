@@ -31,7 +31,8 @@ pub struct ErrorBody {
     pub detail: String,
     /// Deprecated: same as `detail`.
     pub details: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    // Absent when empty: `default` tells the schema it is optional.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invalid_parameters: Vec<InvalidParameter>,
 }
 

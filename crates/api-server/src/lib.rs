@@ -23,7 +23,7 @@ pub mod tokens;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use kuma_model::labels::Mode;
@@ -139,34 +139,79 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut resp = next.run(req).await;
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|o| cors_allows(&state, o))
+        .cloned();
+    let preflight = origin.is_some()
+        && req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = if preflight {
+        // A browser asking whether it may send the real request: answered
+        // here, before authentication, as the CORS protocol requires.
+        let requested_headers = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("authorization, content-type, if-match"));
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"),
+        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested_headers);
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
     let status = resp.status();
     if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) {
+        // Keep what the framework said (e.g. `Allow` on a 405), in Kuma's body.
+        let mut headers = std::mem::take(resp.headers_mut());
+        headers.remove(header::CONTENT_TYPE);
+        headers.remove(header::CONTENT_LENGTH);
         resp = error::ApiError::new(
             status,
             status.canonical_reason().unwrap_or("Error"),
             status.canonical_reason().unwrap_or("Error"),
         )
         .into_response();
+        for (name, value) in headers.iter() {
+            if !resp.headers().contains_key(name) {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
     }
     if let Some(origin) = origin {
-        let allowed = state
-            .config
-            .cors_allowed_origins
-            .iter()
-            .any(|o| o == "*" || origin.to_str().is_ok_and(|s| s == o));
-        if allowed {
-            resp.headers_mut()
-                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            resp.headers_mut()
-                .insert(header::VARY, HeaderValue::from_static("Origin"));
-        }
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("etag"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     state
         .metrics
         .observe_http(&method, &route, resp.status().as_u16(), started.elapsed());
     resp
+}
+
+/// Whether CORS lets a page at `origin` call this API.
+fn cors_allows(state: &SharedState, origin: &HeaderValue) -> bool {
+    state
+        .config
+        .cors_allowed_origins
+        .iter()
+        .any(|o| o == "*" || origin.to_str().is_ok_and(|s| s == o))
 }
 
 fn is_json(resp: &Response) -> bool {

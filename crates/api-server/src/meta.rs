@@ -81,10 +81,10 @@ pub struct ResourceTypeDescription {
     pub path: String,
     pub singular_display_name: String,
     pub plural_display_name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub short_name: String,
     pub include_in_federation: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyDescription>,
 }
 

@@ -66,7 +66,7 @@ fn list_params(kind: Option<ResourceKind>) -> Vec<Value> {
     ];
     if kind == Some(ResourceKind::Dataplane) {
         p.push(json!({ "name": "tag", "in": "query", "description": "KEY:VALUE; keep dataplanes with an inbound carrying that tag (repeatable)",
-                       "schema": { "type": "array", "items": { "type": "string" } }, "style": "form", "explode": true }));
+                       "schema": { "type": "array", "items": { "type": "string", "pattern": "^[^:]*:" } }, "style": "form", "explode": true }));
     }
     p
 }
@@ -217,7 +217,7 @@ pub fn document() -> Value {
         ));
         let if_match = json!({ "name": "If-Match", "in": "header", "required": false,
             "description": "the resource version (from ETag); the write fails with 409 if the stored version differs",
-            "schema": { "type": "string" } });
+            "schema": { "type": "string", "pattern": "^((W/)?\"?[0-9]{1,19}\"?|\\*)$" } });
         let mut item = Map::new();
         item.insert(
             "get".into(),
@@ -229,6 +229,12 @@ pub fn document() -> Value {
                     "content": { "application/json": { "schema": schema_ref(&item_name) } } }), "200", &[400, 401, 403, 404]),
             }),
         );
+        // Read-only kinds answer writes with 405; the document lists only
+        // what a client can do.
+        if !crate::resources::writable(kind) {
+            paths.insert(format!("{collection}/{{name}}"), Value::Object(item));
+            continue;
+        }
         let mut write_params = item_params.clone();
         write_params.push(if_match);
         let mut put_responses = error_responses(&[400, 401, 403, 404, 405, 409, 413]);

@@ -54,9 +54,11 @@ impl ListParams {
                 }
                 "offset" => {
                     if !v.is_empty() {
-                        p.offset = v
-                            .parse()
-                            .map_err(|_| invalid("offset", "must be a whole number"))?;
+                        if !v.bytes().all(|b| b.is_ascii_digit()) {
+                            return Err(invalid("offset", "must be a whole number"));
+                        }
+                        // Past every item anyway: an empty page, not an error.
+                        p.offset = v.parse().unwrap_or(usize::MAX);
                     }
                 }
                 "name" => {

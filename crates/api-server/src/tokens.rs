@@ -26,6 +26,7 @@ pub struct DataplaneTokenRequest {
     #[serde(default)]
     pub name: String,
     /// Mesh the token is valid in.
+    #[schemars(length(min = 1))]
     pub mesh: String,
     /// Tags the dataplane must carry (e.g. `kuma.io/service`), each a list of allowed values.
     #[serde(default)]
@@ -43,6 +44,7 @@ pub struct DataplaneTokenRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZoneTokenRequest {
     /// Zone the token is bound to.
+    #[schemars(length(min = 1))]
     pub zone: String,
     /// What the token may be used for: `cp`, `ingress`, `egress`.
     #[serde(default)]
@@ -56,6 +58,7 @@ pub struct ZoneTokenRequest {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserTokenRequest {
+    #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default)]
     pub groups: Vec<String>,

@@ -7,7 +7,7 @@ mod common;
 
 use kuma_api_server::error::{UNKNOWN_PATH, UNSERVED_METHOD};
 use kuma_api_server::openapi;
-use kuma_api_server::resources::{collection_path, is_computed};
+use kuma_api_server::resources::{collection_path, is_computed, writable};
 use kuma_model::{ResourceKind, Scope, SpecLayout};
 use reqwest::Method;
 use serde_json::Value;
@@ -112,12 +112,17 @@ fn every_kind_route_is_documented() {
         }
         let collection = collection_path(kind);
         let item = format!("{collection}/{{name}}");
-        let mut want = vec![
-            (collection.clone(), "get"),
-            (item.clone(), "get"),
-            (item.clone(), "put"),
-            (item.clone(), "delete"),
-        ];
+        let mut want = vec![(collection.clone(), "get"), (item.clone(), "get")];
+        if writable(kind) {
+            want.push((item.clone(), "put"));
+            want.push((item.clone(), "delete"));
+        } else {
+            // Served (with 405), but not offered.
+            assert!(
+                !has_op(&doc, &item, "put"),
+                "{item}: read-only kind offers PUT"
+            );
+        }
         if kind.scope() == Scope::Mesh {
             want.push((format!("/{}", kind.plural()), "get"));
         }

@@ -473,6 +473,14 @@ async fn invalid_bodies_list_every_violation() {
         .expect_error(400);
     // Neither JSON nor YAML.
     s.put_raw(path, "", b"{ : : [").await.expect_error(400);
+    // Declared YAML that is not.
+    s.put_raw(
+        path,
+        "application/yaml",
+        b"type: MeshTimeout\n  name: [x\n\t- :",
+    )
+    .await
+    .expect_error(400);
 
     // Wrong JSON type deep inside the spec.
     let mut body = mesh_timeout("default", "t1", "5s");
@@ -1155,6 +1163,63 @@ async fn no_cors_unless_configured() {
         .await
         .expect(200);
     assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // The browser's preflight for a PUT with JSON and a token succeeds.
+    let r = s
+        .request(
+            Method::OPTIONS,
+            "/meshes/default/meshtimeouts/t",
+            &[
+                ("origin", "https://gui.example"),
+                ("access-control-request-method", "PUT"),
+                (
+                    "access-control-request-headers",
+                    "authorization, content-type",
+                ),
+            ],
+            None,
+        )
+        .await
+        .expect(204);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://gui.example")
+    );
+    assert!(
+        r.header("access-control-allow-methods")
+            .unwrap()
+            .contains("PUT")
+    );
+    assert_eq!(
+        r.header("access-control-allow-headers").as_deref(),
+        Some("authorization, content-type")
+    );
+    // Not for other origins; and errors carry the header too, so the page can read them.
+    let r = s
+        .request(
+            Method::OPTIONS,
+            "/meshes",
+            &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "PUT"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = s
+        .request(
+            Method::GET,
+            "/meshes/nope",
+            &[("origin", "https://gui.example")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://gui.example")
+    );
+    r.expect_error(404);
 }
 
 // ---------------------------------------------------------------- hostile input
