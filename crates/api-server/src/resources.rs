@@ -215,12 +215,16 @@ fn expected_version(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     })
 }
 
-fn read_only_message(state: &SharedState, kind: ResourceKind) -> String {
-    let _ = state;
-    format!(
+/// 405 for a write to a computed kind, with the `Allow` header RFC 9110 asks for.
+fn read_only(kind: ResourceKind) -> Response {
+    let mut resp = ApiError::method_not_allowed(format!(
         "{} are computed by the control plane and cannot be modified",
         kind.descriptor().plural_display
-    )
+    ))
+    .into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    resp
 }
 
 async fn put(
@@ -234,9 +238,7 @@ async fn put(
 ) -> ApiResult<Response> {
     let d = kind.descriptor();
     if d.read_only {
-        return Err(ApiError::method_not_allowed(read_only_message(
-            &state, kind,
-        )));
+        return Ok(read_only(kind));
     }
     require_access(kind, &identity)?;
     let expected = expected_version(&headers)?;
@@ -343,9 +345,7 @@ async fn delete(
     Extension(identity): Extension<Identity>,
 ) -> ApiResult<Response> {
     if kind.descriptor().read_only {
-        return Err(ApiError::method_not_allowed(read_only_message(
-            &state, kind,
-        )));
+        return Ok(read_only(kind));
     }
     require_access(kind, &identity)?;
     let expected = expected_version(&headers)?;

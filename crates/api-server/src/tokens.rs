@@ -48,6 +48,7 @@ pub struct ZoneTokenRequest {
     pub zone: String,
     /// What the token may be used for: `cp`, `ingress`, `egress`.
     #[serde(default)]
+    #[schemars(extend("items" = { "type": "string", "enum": ["cp", "ingress", "egress"] }))]
     pub scope: Vec<String>,
     /// How long the token is valid, e.g. `24h`; empty means 10 years.
     #[serde(default)]
@@ -63,6 +64,7 @@ pub struct UserTokenRequest {
     #[serde(default)]
     pub groups: Vec<String>,
     /// How long the token is valid, e.g. `24h` (required).
+    #[schemars(length(min = 1))]
     pub valid_for: String,
 }
 

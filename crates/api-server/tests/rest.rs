@@ -621,9 +621,9 @@ async fn read_only_kinds_refuse_writes() {
     let s = start().await;
     let body =
         json!({ "type": "DataplaneInsight", "mesh": "default", "name": "x", "subscriptions": [] });
-    s.put("/meshes/default/dataplane-insights/x", &body)
-        .await
-        .expect_error(405);
+    let r = s.put("/meshes/default/dataplane-insights/x", &body).await;
+    assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"));
+    r.expect_error(405);
     s.delete("/meshes/default/dataplane-insights/x")
         .await
         .expect_error(405);
