@@ -34,7 +34,7 @@ pub enum TokensError {
     /// No signing key exists for this kind of token (and none may be created here).
     #[error("no signing key found for {0}")]
     NoSigningKey(String),
-    /// A signing-key secret holds something that is not a key. Not retryable until fixed.
+    /// A signing-key secret name cannot be stored (not a valid resource name).
     #[error("signing key secret {secret} is invalid")]
     InvalidKeySecret { secret: String },
     /// Reading or writing the secrets failed. May succeed on retry.
@@ -138,31 +138,29 @@ impl TokenService {
             return Ok((keys.clone(), revs.clone()));
         }
         let revocations_name = owner.revocations_secret();
-        let mut decoded: Vec<(String, Vec<u8>)> = Vec::new();
         let mut revocations = Revocations::none();
+        let mut keys = KeySet::new();
         for s in &secrets {
-            let name = s.key.name().to_string();
-            let bytes = secret_bytes(s).ok_or_else(|| TokensError::InvalidKeySecret {
-                secret: name.clone(),
-            })?;
+            let name = s.key.name().as_str();
+            let bytes = secret_bytes(s);
             if name == revocations_name.name() {
-                revocations = Revocations::parse(&bytes);
-            } else {
-                decoded.push((name, bytes));
+                revocations = Revocations::parse(bytes.as_deref().unwrap_or_default());
+                continue;
+            }
+            let Some(serial) = owner.signing_key_serial(name) else {
+                continue;
+            };
+            // A secret named like a key but holding something else must not take
+            // every other key down with it: skip it, loudly.
+            match bytes.as_deref().map(SigningKey::from_secret_data) {
+                Some(Ok(key)) => keys.insert_signing_key(serial, key),
+                _ => tracing::warn!(
+                    secret = name,
+                    owner = %owner_label(owner),
+                    "ignoring a signing-key secret that does not hold an RSA private key"
+                ),
             }
         }
-        let keys = KeySet::from_secrets(
-            owner,
-            decoded.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
-        )
-        .map_err(|e| match e {
-            kuma_auth::KeyError::InvalidSecret { secret, .. } => {
-                TokensError::InvalidKeySecret { secret }
-            }
-            other => TokensError::InvalidKeySecret {
-                secret: other.to_string(),
-            },
-        })?;
         let (keys, revocations) = (Arc::new(keys), Arc::new(revocations));
         self.cache
             .lock()
@@ -404,6 +402,40 @@ mod tests {
         assert!(
             matches!(err, TokensError::Token(TokenError::BadSignature)),
             "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_garbage_key_secret_does_not_break_issuing() {
+        let (store, svc) = service().await;
+        let key = ResourceKey::global(
+            ResourceKind::GlobalSecret,
+            ResourceName::new("zone-token-signing-key").unwrap(),
+        )
+        .unwrap();
+        store
+            .create(
+                &key,
+                Write {
+                    labels: BTreeMap::new(),
+                    spec: secret_spec(b"not a key"),
+                    status: None,
+                },
+            )
+            .await
+            .unwrap();
+        let id = ZoneIdentity::new("zone-1", Vec::<String>::new());
+        let t = svc
+            .issue_zone_token(&id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            svc.verify_zone_token(t.as_str())
+                .await
+                .unwrap()
+                .identity
+                .zone,
+            "zone-1"
         );
     }
 
