@@ -50,6 +50,7 @@ pub struct DpServer {
     pub cache: Arc<SnapshotCache>,
     pub sync: sync::SyncHandle,
     pub lifecycle: Arc<lifecycle::Lifecycle>,
+    pub ads_stats: Arc<kuma_xds::server::AdsStats>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -99,6 +100,7 @@ impl DpServer {
             }),
             lifecycle.clone(),
         );
+        let ads_stats = ads.stats();
         let state = Arc::new(server::BootstrapState {
             store,
             auth: authenticator,
@@ -117,6 +119,7 @@ impl DpServer {
             cache,
             sync,
             lifecycle,
+            ads_stats,
             task: Some(task),
         })
     }

@@ -206,6 +206,9 @@ struct LifecycleState {
     dirty: HashSet<u64>,
 }
 
+/// How often counts are written to DataplaneInsights.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How many past subscriptions an insight keeps.
 const KEEP_SUBSCRIPTIONS: usize = 5;
 
@@ -226,7 +229,8 @@ impl Lifecycle {
         // Counts are written in batches, not per response.
         let weak = Arc::downgrade(&me);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // Like Kuma (KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL), every 10 s.
+            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
             loop {
                 tick.tick().await;
                 let Some(me) = weak.upgrade() else { return };

@@ -56,6 +56,24 @@ pub struct AdsServer {
     auth: Arc<dyn StreamAuth>,
     events: Arc<dyn StreamEvents>,
     next_stream: std::sync::atomic::AtomicU64,
+    stats: Arc<AdsStats>,
+}
+
+/// Totals over every stream (metrics, benchmarks).
+#[derive(Debug, Default)]
+pub struct AdsStats {
+    pub responses: std::sync::atomic::AtomicU64,
+    /// Encoded size of the responses sent.
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub streams: std::sync::atomic::AtomicU64,
+}
+
+impl AdsStats {
+    fn sent(&self, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.responses.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -71,7 +89,12 @@ impl AdsServer {
             auth,
             events,
             next_stream: 1.into(),
+            stats: Arc::default(),
         }
+    }
+
+    pub fn stats(&self) -> Arc<AdsStats> {
+        self.stats.clone()
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -104,6 +127,10 @@ async fn open(
     }
     server.auth.authenticate(node, metadata).await?;
     let snapshots = server.cache.watch(&node.id);
+    server
+        .stats
+        .streams
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     server.events.connected(stream_id, node).await?;
     info!(node_id = %node.id, stream_id, "proxy connected");
     Ok(Opened {
@@ -117,6 +144,7 @@ struct Ctx {
     cache: Arc<SnapshotCache>,
     auth: Arc<dyn StreamAuth>,
     events: Arc<dyn StreamEvents>,
+    stats: Arc<AdsStats>,
 }
 
 fn check_node(node: Option<&Node>, node_id: &str) -> Result<(), Status> {
@@ -143,6 +171,7 @@ impl AggregatedDiscoveryService for AdsServer {
             cache: self.cache.clone(),
             auth: self.auth.clone(),
             events: self.events.clone(),
+            stats: self.stats.clone(),
         };
         let stream_id = self.stream_id();
         let (tx, rx) = mpsc::channel(16);
@@ -180,6 +209,7 @@ impl AggregatedDiscoveryService for AdsServer {
             cache: self.cache.clone(),
             auth: self.auth.clone(),
             events: self.events.clone(),
+            stats: self.stats.clone(),
         };
         let stream_id = self.stream_id();
         let (tx, rx) = mpsc::channel(16);
@@ -406,6 +436,7 @@ async fn send_delta(
         removed = resp.removed_resources.len(),
         "sending"
     );
+    ctx.stats.sent(prost::Message::encoded_len(&resp));
     tx.send(Ok(resp))
         .await
         .map_err(|_| Status::cancelled("stream closed"))?;
@@ -545,6 +576,7 @@ async fn send_sotw(
         nonce: nonce.to_string(),
         ..Default::default()
     };
+    ctx.stats.sent(prost::Message::encoded_len(&resp));
     tx.send(Ok(resp))
         .await
         .map_err(|_| Status::cancelled("stream closed"))?;
