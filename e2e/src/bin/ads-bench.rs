@@ -146,7 +146,7 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         (l, read_line)
     })
     .await?;
-    let (line, mut read_line) = ready;
+    let (line, read_line) = ready;
     let connect_ms: f64 = line.strip_prefix("READY ").expect("READY").parse()?;
     let rss_connected = rss_kb();
 
