@@ -1,10 +1,12 @@
 //! The PostgreSQL store: several control planes share one database.
 //!
 //! ```text
-//!  kuma-cp A ──write──▶ resources ──trigger──▶ NOTIFY kuma_resource_changes
-//!  kuma-cp B ──write──▶    table                   │ (commit order)
-//!                                                  ▼
-//!                          every instance's listener task ──▶ watch() receivers
+//!  kuma-cp A ──write──▶ resources   A's watch() ◀── change ──┐ after commit
+//!                         table      A's notifier task ◀─────┘
+//!                                       │ NOTIFY kuma_resource_changes, batched
+//!                                       ▼
+//!                          kuma-cp B's listener task ──▶ B's watch() receivers
+//!  each instance also catches up with the table every few seconds ([`feed`])
 //! ```
 //!
 //! The schema is created by `kuma-cp migrate up` ([`migrate_up`]); opening a
@@ -19,20 +21,22 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use feed::{Change, Feed, Truth};
 use kuma_model::{Resource, ResourceKey, ResourceKind, ResourceMeta};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Row};
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+
+mod feed;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-/// The NOTIFY channel the trigger in the migrations announces changes on.
+/// The NOTIFY channel every instance announces its changes on (see [`feed`]).
 const CHANNEL: &str = "kuma_resource_changes";
 
 const COLUMNS: &str = "kind, mesh, name, version, labels::text AS labels, spec::text AS spec, \
@@ -346,8 +350,12 @@ pub async fn migrate_up(config: &PostgresConfig) -> Result<SchemaVersions, OpenE
 
 pub struct PostgresStore {
     pool: PgPool,
-    feed: broadcast::Sender<ChangeEvent>,
+    feed: Arc<Feed>,
+    /// To the notifier task, which ends once this is dropped (after sending
+    /// what is queued).
+    notify: mpsc::UnboundedSender<Change>,
     listener: JoinHandle<()>,
+    catch_up: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -359,6 +367,7 @@ impl std::fmt::Debug for PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.catch_up.abort();
     }
 }
 
@@ -380,36 +389,62 @@ impl PostgresStore {
             .map_err(OpenError::Connect)?;
         listener.listen(CHANNEL).await.map_err(OpenError::Connect)?;
         // Listening before the snapshot: a change in between shows up in both, never in neither.
-        let versions = snapshot_versions(&pool).await.map_err(|e| match e {
+        let rows = snapshot(&pool).await.map_err(|e| match e {
             StoreError::Backend(src) => {
                 OpenError::Config(format!("cannot read the resources table: {src}"))
             }
             other => OpenError::Config(other.to_string()),
         })?;
-        let feed = broadcast::channel(FEED_CAPACITY).0;
-        let task = run_listener(listener, pool.clone(), feed.clone(), versions);
+        let feed = Arc::new(Feed::new(broadcast::channel(FEED_CAPACITY).0, rows));
+        // Tells this instance's notifications from the others'.
+        let src = std::hash::BuildHasher::hash_one(
+            &std::hash::RandomState::new(),
+            (std::process::id(), std::time::SystemTime::now()),
+        );
+        let (notify, rx) = mpsc::unbounded_channel();
+        tokio::spawn(feed::run_notifier(config.connect_options(), src, rx));
+        let asked = Arc::new(Notify::new());
+        let listener = tokio::spawn(feed::run_listener(
+            listener,
+            feed.clone(),
+            src,
+            asked.clone(),
+        ));
+        let catch_up = tokio::spawn(feed::run_catch_up(pool.clone(), feed.clone(), asked));
         Ok(PostgresStore {
             pool,
             feed,
-            listener: tokio::spawn(task),
+            notify,
+            listener,
+            catch_up,
         })
     }
 
     /// Closes the connections and stops the change feed.
     pub async fn close(&self) {
         self.listener.abort();
+        self.catch_up.abort();
         self.pool.close().await;
+    }
+
+    /// Announces committed changes: here at once, to other instances through
+    /// the notifier.
+    fn announce(&self, changes: Vec<Change>) {
+        self.feed.publish(&changes);
+        for c in changes {
+            // Gone only if the notifier panicked; the others' catch-up covers it.
+            let _ = self.notify.send(c);
+        }
     }
 }
 
-type Versions = HashMap<ResourceKey, u64>;
-
-async fn snapshot_versions(pool: &PgPool) -> Result<Versions, StoreError> {
-    let rows = sqlx::query("SELECT kind, mesh, name, version FROM resources")
+/// Every row's key, incarnation (creation time) and version.
+async fn snapshot(pool: &PgPool) -> Result<Truth, StoreError> {
+    let rows = sqlx::query("SELECT kind, mesh, name, version, creation_time FROM resources")
         .fetch_all(pool)
         .await
         .map_err(StoreError::backend)?;
-    let mut out = HashMap::with_capacity(rows.len());
+    let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let be = StoreError::backend;
         let key = decode_key(
@@ -417,129 +452,14 @@ async fn snapshot_versions(pool: &PgPool) -> Result<Versions, StoreError> {
             r.try_get::<&str, _>(1).map_err(be)?,
             r.try_get::<&str, _>(2).map_err(be)?,
         )?;
-        out.insert(key, version_from_sql(r.try_get(3).map_err(be)?));
+        let born = r.try_get::<DateTime<Utc>, _>(4).map_err(be)?;
+        out.push((
+            key,
+            born.timestamp_micros(),
+            version_from_sql(r.try_get(3).map_err(be)?),
+        ));
     }
     Ok(out)
-}
-
-#[derive(Deserialize)]
-struct Notification {
-    op: String,
-    kind: String,
-    mesh: String,
-    name: String,
-    version: i64,
-}
-
-fn parse_notification(payload: &str) -> Option<ChangeEvent> {
-    let n: Notification = serde_json::from_str(payload).ok()?;
-    let op = match n.op.as_str() {
-        "created" => ChangeOp::Created,
-        "updated" => ChangeOp::Updated,
-        "deleted" => ChangeOp::Deleted,
-        _ => return None,
-    };
-    let key = decode_key(&n.kind, &n.mesh, &n.name).ok()?;
-    Some(ChangeEvent {
-        op,
-        key,
-        version: version_from_sql(n.version),
-    })
-}
-
-/// Relays notifications to the broadcast. Keeps the version of every
-/// resource so that, after the listening connection is lost (and with it the
-/// notifications sent meanwhile), it can announce what changed in between.
-async fn run_listener(
-    mut listener: PgListener,
-    pool: PgPool,
-    feed: broadcast::Sender<ChangeEvent>,
-    mut versions: Versions,
-) {
-    let mut resync = false;
-    loop {
-        if resync {
-            match snapshot_versions(&pool).await {
-                Ok(now) => {
-                    for ev in diff_versions(&versions, &now) {
-                        let _ = feed.send(ev);
-                    }
-                    versions = now;
-                    resync = false;
-                }
-                Err(error) => {
-                    warn!(%error, "cannot resync the change feed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-        }
-        match listener.try_recv().await {
-            Ok(Some(n)) => match parse_notification(n.payload()) {
-                Some(ev) => {
-                    match ev.op {
-                        ChangeOp::Deleted => versions.remove(&ev.key),
-                        _ => versions.insert(ev.key.clone(), ev.version),
-                    };
-                    let _ = feed.send(ev);
-                }
-                None => warn!(
-                    payload = n.payload(),
-                    "ignoring an unreadable change notification"
-                ),
-            },
-            Ok(None) => {
-                warn!("change feed connection lost; reconnecting");
-                resync = true;
-            }
-            Err(sqlx::Error::PoolClosed) => {
-                debug!("store closed; change feed stops");
-                return;
-            }
-            Err(error) => {
-                warn!(%error, "change feed cannot reconnect; retrying");
-                resync = true;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-/// Events that turn `old` into `new`: deletions first, then the rest in key order.
-fn diff_versions(old: &Versions, new: &Versions) -> Vec<ChangeEvent> {
-    let mut deleted: Vec<ChangeEvent> = old
-        .iter()
-        .filter(|(k, _)| !new.contains_key(*k))
-        .map(|(k, v)| ChangeEvent {
-            op: ChangeOp::Deleted,
-            key: k.clone(),
-            version: *v,
-        })
-        .collect();
-    let mut changed: Vec<ChangeEvent> = new
-        .iter()
-        .filter_map(|(k, v)| match old.get(k) {
-            None => Some(ChangeEvent {
-                op: ChangeOp::Created,
-                key: k.clone(),
-                version: *v,
-            }),
-            Some(o) if o != v => Some(ChangeEvent {
-                op: ChangeOp::Updated,
-                key: k.clone(),
-                version: *v,
-            }),
-            Some(_) => None,
-        })
-        .collect();
-    // A mesh's contents before the mesh, as a live cascade would send them.
-    deleted.sort_by(|a, b| {
-        (a.key.kind() == ResourceKind::Mesh, &a.key)
-            .cmp(&(b.key.kind() == ResourceKind::Mesh, &b.key))
-    });
-    changed.sort_by(|a, b| a.key.cmp(&b.key));
-    deleted.extend(changed);
-    deleted
 }
 
 fn json_col(
@@ -776,6 +696,12 @@ impl ResourceStore for PostgresStore {
         if inserted == 0 {
             return Err(StoreError::AlreadyExists(key.clone()));
         }
+        self.announce(vec![Change {
+            op: ChangeOp::Created,
+            key: key.clone(),
+            version: 1,
+            born: t.timestamp_micros(),
+        }]);
         Ok(Resource {
             key: key.clone(),
             meta: ResourceMeta {
@@ -815,12 +741,20 @@ impl ResourceStore for PostgresStore {
         let Some(row) = row else {
             return Err(self.missed_write(key, expected_version).await);
         };
+        let version = version_from_sql(row.try_get(0).map_err(StoreError::backend)?);
+        let creation_time: DateTime<Utc> = row.try_get(1).map_err(StoreError::backend)?;
+        self.announce(vec![Change {
+            op: ChangeOp::Updated,
+            key: key.clone(),
+            version,
+            born: creation_time.timestamp_micros(),
+        }]);
         Ok(Resource {
             key: key.clone(),
             meta: ResourceMeta {
                 labels: write.labels,
-                version: version_from_sql(row.try_get(0).map_err(StoreError::backend)?),
-                creation_time: row.try_get(1).map_err(StoreError::backend)?,
+                version,
+                creation_time,
                 modification_time: t,
             },
             spec: write.spec,
@@ -834,18 +768,33 @@ impl ResourceStore for PostgresStore {
         expected_version: Option<u64>,
     ) -> Result<(), StoreError> {
         let delete_one = "DELETE FROM resources WHERE kind = $1 AND mesh = $2 AND name = $3 \
-                          AND ($4::bigint IS NULL OR version = $4)";
+                          AND ($4::bigint IS NULL OR version = $4) RETURNING version, creation_time";
         let q = sqlx::query(delete_one)
             .bind(key.kind().name())
             .bind(mesh_col(key))
             .bind(key.name().as_str())
             .bind(expected_version.map(version_to_sql));
-        let deleted = match cascading_mesh(key) {
+        let gone = |row: &PgRow, key: ResourceKey, v: usize, t: usize| {
+            let be = StoreError::backend;
+            Ok::<_, StoreError>(Change {
+                op: ChangeOp::Deleted,
+                key,
+                version: version_from_sql(row.try_get(v).map_err(be)?),
+                born: row
+                    .try_get::<DateTime<Utc>, _>(t)
+                    .map_err(be)?
+                    .timestamp_micros(),
+            })
+        };
+        let changes = match cascading_mesh(key) {
             None => q
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await
                 .map_err(StoreError::backend)?
-                .rows_affected(),
+                .map(|row| gone(&row, key.clone(), 0, 1))
+                .transpose()?
+                .into_iter()
+                .collect::<Vec<_>>(),
             Some(mesh) => {
                 let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
                 // Lock the mesh row first: creates in the mesh wait, then see it gone.
@@ -869,23 +818,37 @@ impl ResourceStore for PostgresStore {
                     });
                 }
                 // Contents first, so the feed announces the mesh's deletion last.
-                sqlx::query("DELETE FROM resources WHERE mesh = $1")
-                    .bind(mesh)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::backend)?;
-                let n = q
-                    .execute(&mut *tx)
+                let contents = sqlx::query(
+                    "DELETE FROM resources WHERE mesh = $1 RETURNING kind, name, version, creation_time",
+                )
+                .bind(mesh)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+                let mut changes = Vec::with_capacity(contents.len() + 1);
+                for row in &contents {
+                    let k = decode_key(
+                        row.try_get::<&str, _>(0).map_err(StoreError::backend)?,
+                        mesh,
+                        row.try_get::<&str, _>(1).map_err(StoreError::backend)?,
+                    )?;
+                    changes.push(gone(row, k, 2, 3)?);
+                }
+                if let Some(row) = q
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(StoreError::backend)?
-                    .rows_affected();
+                {
+                    changes.push(gone(&row, key.clone(), 0, 1)?);
+                }
                 tx.commit().await.map_err(StoreError::backend)?;
-                n
+                changes
             }
         };
-        if deleted == 0 {
+        if changes.is_empty() {
             return Err(self.missed_write(key, expected_version).await);
         }
+        self.announce(changes);
         Ok(())
     }
 
@@ -946,35 +909,5 @@ mod tests {
             ..d
         };
         assert!(matches!(bad.validate(), Err(OpenError::Config(_))));
-    }
-
-    #[test]
-    fn diff_announces_what_a_lost_connection_missed() {
-        use kuma_model::{MeshName, ResourceName};
-        let mesh =
-            ResourceKey::global(ResourceKind::Mesh, ResourceName::new("m").unwrap()).unwrap();
-        let t = |n: &str| {
-            ResourceKey::in_mesh(
-                ResourceKind::MeshTimeout,
-                MeshName::new("m").unwrap(),
-                ResourceName::new(n).unwrap(),
-            )
-            .unwrap()
-        };
-        let old: Versions = [(mesh.clone(), 1), (t("a"), 1), (t("b"), 2)].into();
-        let new: Versions = [(t("b"), 3), (t("c"), 1)].into();
-        let ops: Vec<_> = diff_versions(&old, &new)
-            .into_iter()
-            .map(|e| (e.op, e.key, e.version))
-            .collect();
-        assert_eq!(
-            ops,
-            vec![
-                (ChangeOp::Deleted, t("a"), 1),
-                (ChangeOp::Deleted, mesh, 1),
-                (ChangeOp::Updated, t("b"), 3),
-                (ChangeOp::Created, t("c"), 1),
-            ]
-        );
     }
 }
