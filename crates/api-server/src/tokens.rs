@@ -37,6 +37,9 @@ pub struct DataplaneTokenRequest {
     /// How long the token is valid, e.g. `24h`; empty means 10 years, as Kuma.
     #[serde(default)]
     pub valid_for: String,
+    /// Workload the token is bound to (`kuma.io/workload` label); empty binds none.
+    #[serde(default)]
+    pub workload: String,
 }
 
 /// Body of `POST /tokens/zone`.
@@ -162,6 +165,7 @@ async fn dataplane_token(
     id.name = (!req.name.is_empty()).then_some(req.name);
     id.tags = req.tags;
     id.proxy_type = proxy_type;
+    id.workload = (!req.workload.is_empty()).then_some(req.workload);
     let token = state
         .tokens
         .issue_dataplane_token(&id, valid)

@@ -398,6 +398,22 @@ async fn dataplane_and_zone_tokens() {
         .expect("the issued dataplane token verifies");
     assert_eq!(claims.identity.name.as_deref(), Some("web-1"));
 
+    // Kuma's own kumactl always sends `workload` (empty or not).
+    let r = s
+        .post(
+            "/tokens/dataplane",
+            &json!({ "name": "", "mesh": "default", "tags": {}, "type": "", "validFor": "", "workload": "web" }),
+        )
+        .await
+        .expect(200);
+    let claims = s
+        .state
+        .tokens
+        .verify_dataplane_token(&r.text, "default")
+        .await
+        .expect("the issued dataplane token verifies");
+    assert_eq!(claims.identity.workload.as_deref(), Some("web"));
+
     let r = s
         .post(
             "/tokens/zone",

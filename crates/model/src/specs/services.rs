@@ -11,6 +11,7 @@ use super::{Context, Spec};
 use crate::validate::{Path, Violations};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------------------
 // MeshService
@@ -36,7 +37,7 @@ pub enum MeshServiceState {
     Unavailable,
 }
 
-/// At most one of `dataplaneRef` and `dataplaneLabels`.
+/// At most one of `dataplaneRef`, `dataplaneLabels` and `dataplaneTags`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshServiceSelector {
@@ -44,6 +45,11 @@ pub struct MeshServiceSelector {
     pub dataplane_ref: Option<DataplaneRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataplane_labels: Option<LabelSelector>,
+    /// Kuma 2.x form: dataplanes whose inbounds carry all of these tags. The
+    /// control plane uses it for MeshServices it generates from `kuma.io/service`
+    /// tags, so those stay valid (and re-appliable) resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane_tags: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -149,11 +155,22 @@ impl Spec for MeshService {
             }
             app_protocol(&p.app_protocol, &pp.field("appProtocol"), errs);
         }
-        if self.selector.dataplane_ref.is_some() && self.selector.dataplane_labels.is_some() {
+        let selectors = [
+            self.selector.dataplane_ref.is_some(),
+            self.selector.dataplane_labels.is_some(),
+            self.selector.dataplane_tags.is_some(),
+        ];
+        if selectors.iter().filter(|s| **s).count() > 1 {
             errs.at(
                 &path.field("selector"),
-                "must specify only one of: dataplaneRef or dataplaneLabels",
+                "must specify only one of: dataplaneRef, dataplaneLabels or dataplaneTags",
             );
+        }
+        for (k, v) in self.selector.dataplane_tags.iter().flatten() {
+            let tp = path.field("selector").field("dataplaneTags").key(k);
+            if k.is_empty() || v.is_empty() {
+                errs.at(&tp, "tag name and value cannot be empty");
+            }
         }
         for (i, id) in self.identities.iter().flatten().enumerate() {
             if let Err(e) = super::common::spiffe_id(&id.value) {
