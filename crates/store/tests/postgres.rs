@@ -201,3 +201,55 @@ async fn caches_on_two_instances_converge_within_100ms() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// A write whose notification never went out (its writer crashed between
+/// commit and NOTIFY) still reaches every instance, through the periodic
+/// catch-up; a delete too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_whose_notification_was_lost_are_caught_up() {
+    use sqlx::postgres::{PgConnectOptions, PgPool};
+    let pg = TestPostgres::start_async().await;
+    let config = pg.config();
+    migrate_up(&config).await.unwrap();
+    let a = PostgresStore::open(&config).await.unwrap();
+    let mut feed = a.watch();
+    let crashed_writer = PgPool::connect_with(
+        PgConnectOptions::new()
+            .host(&config.host)
+            .port(config.port)
+            .username(&config.user)
+            .password(&config.password)
+            .database(&config.db_name),
+    )
+    .await
+    .unwrap();
+    let key = mk_mesh_key("silent");
+    let catch_up = Duration::from_secs(6);
+
+    sqlx::query(
+        "INSERT INTO resources (kind, mesh, name, version, spec, creation_time, modification_time) \
+         VALUES ('Mesh', '', 'silent', 1, '{}', now(), now())",
+    )
+    .execute(&crashed_writer)
+    .await
+    .unwrap();
+    let ev = tokio::time::timeout(catch_up, feed.recv())
+        .await
+        .expect("caught up")
+        .unwrap();
+    assert_eq!(
+        (ev.op, ev.key.clone(), ev.version),
+        (ChangeOp::Created, key.clone(), 1)
+    );
+    assert_eq!(a.get(&key).await.unwrap().meta.version, 1);
+
+    sqlx::query("DELETE FROM resources WHERE name = 'silent'")
+        .execute(&crashed_writer)
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(catch_up, feed.recv())
+        .await
+        .expect("caught up")
+        .unwrap();
+    assert_eq!((ev.op, ev.key), (ChangeOp::Deleted, key));
+}

@@ -16,6 +16,7 @@ BIN=$PWD/target/release/kuma-cp
 TMP=$(mktemp -d)
 PGBIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
 CP_PID=""
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 cleanup() {
   [ -n "$CP_PID" ] && kill "$CP_PID" 2>/dev/null || true
   [ -d "$TMP/pg" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$TMP/pg" -m immediate stop >/dev/null 2>&1 || true
@@ -84,7 +85,7 @@ PGB_TPS=$(echo "$PGB" | awk '/^tps/ {print int($3)}')
   echo
   echo "Command: \`docs/benchmarks/rest/run.sh $DUR\` (release build; wrk -t2 -c$CONNS, ${DUR}s per run, $N MeshTimeouts in the mesh)."
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); load generator on the same machine."
-  echo "Run at: $(date -u +%FT%TZ)."
+  echo "Run at: $(date -u +%FT%TZ). Load average (1/5/15 min) at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)$(awk '$1 > 2 {print " (above 2: other builds shared the machine)"}' /proc/loadavg)."
   echo
   echo "| store | GET one req/s | GET p99 | LIST 100 req/s | LIST p99 | PUT req/s | PUT p99 |"
   echo "|---|---|---|---|---|---|---|"
