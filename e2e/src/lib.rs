@@ -273,6 +273,8 @@ pub struct ProxySpec {
     /// gets its own loopback address); 127.0.0.1 when `None`.
     pub address: Option<String>,
     pub inbound_port: Option<u16>,
+    /// kuma-dp's DNS port; DNS is off when `None`.
+    pub dns_port: Option<u16>,
 }
 
 impl Proxy {
@@ -316,7 +318,11 @@ impl Proxy {
             .arg("--work-dir")
             .arg(&dir)
             .arg("--drain-time=1s")
-            .arg("--dns-enabled=false")
+            .arg(format!("--dns-enabled={}", spec.dns_port.is_some()))
+            .env(
+                "KUMA_DNS_PROXY_PORT",
+                spec.dns_port.unwrap_or(0).to_string(),
+            )
             .arg("--retry-max-duration=20s")
             .arg("--concurrency=1")
             .env("KUMA_READINESS_PORT", free_port().to_string());
@@ -365,4 +371,51 @@ impl Proxy {
         stats.contains("control_plane.connected_state: 1")
             && !stats.contains("lds.update_success: 0")
     }
+}
+
+/// Asks a DNS server on 127.0.0.1:`port` (UDP) for the A record of `name`.
+pub async fn resolve_a(port: u16, name: &str) -> Option<std::net::Ipv4Addr> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+    sock.send_to(&q, ("127.0.0.1", port)).await.ok()?;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let r = &buf[..n];
+    let answers = u16::from_be_bytes([r[6], r[7]]);
+    if answers == 0 {
+        return None;
+    }
+    // Skip the header and the echoed question.
+    let mut i = 12;
+    while r.get(i).copied()? != 0 {
+        i += 1 + usize::from(r[i]);
+    }
+    i += 5;
+    for _ in 0..answers {
+        // The answer's name: a pointer or labels.
+        if r.get(i)? & 0xc0 == 0xc0 {
+            i += 2;
+        } else {
+            while r.get(i).copied()? != 0 {
+                i += 1 + usize::from(r[i]);
+            }
+            i += 1;
+        }
+        let rtype = u16::from_be_bytes([*r.get(i)?, *r.get(i + 1)?]);
+        let len = usize::from(u16::from_be_bytes([*r.get(i + 8)?, *r.get(i + 9)?]));
+        i += 10;
+        if rtype == 1 && len == 4 {
+            return Some(std::net::Ipv4Addr::new(r[i], r[i + 1], r[i + 2], r[i + 3]));
+        }
+        i += len;
+    }
+    None
 }

@@ -1,7 +1,7 @@
 //! client -> web's Envoy (outbound) -> backend's Envoy (inbound) -> backend app,
 //! with real kuma-cp, kuma-dp and Envoy 1.40.
 
-use kuma_e2e::{App, ControlPlane, Proxy, ProxySpec, free_port, wait_for};
+use kuma_e2e::{App, ControlPlane, Proxy, ProxySpec, free_port, resolve_a, wait_for};
 use serde_json::json;
 use std::time::Duration;
 
@@ -34,14 +34,17 @@ async fn traffic_balances_fails_over_and_follows_mesh_timeout() -> anyhow::Resul
         token: Some(token.clone()),
         address: Some(address.into()),
         inbound_port: (service == "backend").then_some(backend_port),
+        dns_port: None,
     };
     // Instances of one service expose the same port, each on its own address.
     let backend1 = Proxy::start(&cp, &spec("backend-1", "backend", &b1, "127.0.0.2"))?;
     let mut backend2 = Proxy::start(&cp, &spec("backend-2", "backend", &b2, "127.0.0.3"))?;
+    let dns_port = free_port();
     let web = Proxy::start(
         &cp,
         &ProxySpec {
             outbounds: vec![(outbound, "backend".into())],
+            dns_port: Some(dns_port),
             ..spec("web-1", "web", &web_app, "127.0.0.1")
         },
     )?;
@@ -95,6 +98,18 @@ async fn traffic_balances_fails_over_and_follows_mesh_timeout() -> anyhow::Resul
         ms["status"]["addresses"][0]["hostname"],
         "backend.svc.mesh.local"
     );
+    // kuma-dp's DNS port answers the mesh's hostnames with their VIPs.
+    let vip: std::net::Ipv4Addr = ms["status"]["vips"][0]["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?;
+    let resolved = wait_for(
+        "backend.svc.mesh.local to resolve",
+        Duration::from_secs(20),
+        || async { resolve_a(dns_port, "backend.svc.mesh.local").await },
+    )
+    .await?;
+    assert_eq!(resolved, vip);
 
     // A MeshTimeout written through the API reaches Envoy.
     let r = reqwest::Client::new()
@@ -194,6 +209,7 @@ async fn forged_and_expired_tokens_are_refused() -> anyhow::Result<()> {
             token: (!token.is_empty()).then_some(token),
             address: None,
             inbound_port: None,
+            dns_port: None,
         };
         let mut p = Proxy::start(&cp, &spec)?;
         let status = p.proc.wait().await?;

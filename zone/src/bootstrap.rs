@@ -64,6 +64,7 @@ pub const META_DATAPLANE_RESOURCE: &str = "dataplane.resource";
 pub const META_ADMIN_PORT: &str = "dataplane.admin.port";
 pub const META_VERSION: &str = "version";
 pub const META_PROXY_TYPE: &str = "dataplane.proxyType";
+pub const META_DNS_PORT: &str = "dataplane.dns.port";
 
 /// Kuma's node id: `<mesh>.<name>`.
 pub fn node_id(mesh: &str, name: &str) -> String {
@@ -90,6 +91,8 @@ pub struct BootstrapParams<'a> {
     pub dataplane_resource: &'a str,
     pub version: &'a Value,
     pub proxy_type: &'a str,
+    /// kuma-dp's DNS port (0: no DNS).
+    pub dns_port: u32,
 }
 
 /// The Envoy bootstrap.
@@ -116,6 +119,9 @@ pub fn envoy_bootstrap(p: &BootstrapParams<'_>) -> Value {
     });
     if !p.dataplane_resource.is_empty() {
         metadata[META_DATAPLANE_RESOURCE] = Value::String(p.dataplane_resource.to_string());
+    }
+    if p.dns_port != 0 {
+        metadata[META_DNS_PORT] = Value::String(p.dns_port.to_string());
     }
     if !p.proxy_type.is_empty() {
         metadata[META_PROXY_TYPE] = Value::String(p.proxy_type.to_string());
@@ -189,6 +195,7 @@ mod tests {
             dataplane_resource: "",
             version: &version,
             proxy_type: "dataplane",
+            dns_port: 0,
         });
         let cluster = &b["static_resources"]["clusters"][0];
         assert!(

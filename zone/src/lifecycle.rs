@@ -6,7 +6,7 @@
 //! stream ends (and a deregistration delay without reconnect) deletes what it
 //! created. Sent/ACK/NACK counts are kept in memory and written in batches.
 
-use crate::bootstrap::{META_DATAPLANE_RESOURCE, META_VERSION, parse_node_id};
+use crate::bootstrap::{META_DATAPLANE_RESOURCE, META_DNS_PORT, META_VERSION, parse_node_id};
 use crate::sync::{Signal, SyncHandle};
 use crate::views;
 use chrono::{DateTime, Utc};
@@ -416,9 +416,13 @@ impl StreamEvents for Lifecycle {
             st.subscriptions.insert(stream_id, sub.clone());
         }
         self.write_insight(&sub).await;
+        let meta = kuma_xds::ProxyMeta {
+            dns_port: metadata_string(node, META_DNS_PORT).and_then(|p| p.parse().ok()),
+        };
         self.sync.signal(Signal::Connected {
             mesh: mesh.to_string(),
             name: name.to_string(),
+            meta,
         });
         Ok(())
     }

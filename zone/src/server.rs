@@ -139,6 +139,7 @@ async fn bootstrap(
         dataplane_resource: &req.dataplane_resource,
         version: &req.version,
         proxy_type: "dataplane",
+        dns_port: req.dns_port,
     };
     let bootstrap = envoy_bootstrap(&params);
     let resp = BootstrapResponse {

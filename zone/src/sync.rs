@@ -13,7 +13,7 @@ use kuma_model::{MeshName, ResourceKey, ResourceKind, ResourceName};
 use kuma_store::{ChangeEvent, ListFilter, ResourceStore, StoreError, Write};
 use kuma_xds::input::SERVICE_TAG;
 use kuma_xds::plan::{ResourcePlan, SocketAddr};
-use kuma_xds::{MeshContext, MeshEndpoints, SnapshotCache, generate};
+use kuma_xds::{MeshContext, MeshEndpoints, ProxyMeta, SnapshotCache, generate_with};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ pub enum Signal {
     Connected {
         mesh: String,
         name: String,
+        meta: ProxyMeta,
     },
     Disconnected {
         mesh: String,
@@ -64,6 +65,8 @@ pub struct SyncConfig {
 
 #[derive(Default)]
 struct ProxyDeps {
+    /// What the proxy reported when it connected.
+    meta: ProxyMeta,
     clusters: BTreeSet<String>,
     /// MeshService names and `kuma.io/service` values its outbounds name.
     services: BTreeSet<String>,
@@ -85,7 +88,7 @@ struct Batch {
     services: BTreeMap<String, BTreeSet<String>>,
     policies: BTreeSet<String>,
     meshes: BTreeSet<String>,
-    connected: BTreeMap<String, BTreeSet<String>>,
+    connected: BTreeMap<String, BTreeMap<String, ProxyMeta>>,
     offline_changed: BTreeSet<String>,
     hostname_generators: bool,
     resync: bool,
@@ -197,11 +200,11 @@ impl Sync {
                 }
             }
             Input::Lagged => b.resync = true,
-            Input::Signal(Signal::Connected { mesh, name }) => {
+            Input::Signal(Signal::Connected { mesh, name, meta }) => {
                 if self.offline.get_mut(&mesh).is_some_and(|o| o.remove(&name)) {
                     b.offline_changed.insert(mesh.clone());
                 }
-                b.connected.entry(mesh).or_default().insert(name);
+                b.connected.entry(mesh).or_default().insert(name, meta);
             }
             Input::Signal(Signal::Disconnected { mesh, name }) => {
                 if let Some(m) = self.meshes.get_mut(&mesh) {
@@ -385,8 +388,8 @@ impl Sync {
                 affected.extend(state.connected.keys().cloned());
             }
             ctx.offline = self.offline.get(&mesh).cloned().unwrap_or_default();
-            for name in b.connected.get(&mesh).into_iter().flatten() {
-                state.connected.entry(name.clone()).or_default();
+            for (name, meta) in b.connected.get(&mesh).into_iter().flatten() {
+                state.connected.entry(name.clone()).or_default().meta = *meta;
                 affected.insert(name.clone());
             }
 
@@ -456,11 +459,16 @@ impl Sync {
                 let Some(dp) = state.ctx.dataplanes.get(&name).cloned() else {
                     continue;
                 };
-                let plan = generate(&state.ctx, &state.endpoints, &dp);
+                let meta = state
+                    .connected
+                    .get(&name)
+                    .map(|d| d.meta)
+                    .unwrap_or_default();
+                let plan = generate_with(&state.ctx, &state.endpoints, &dp, meta);
                 for w in &plan.warnings {
                     debug!(%mesh, %name, warning = %w, "generation warning");
                 }
-                let deps = deps_of(&plan.resources, &dp);
+                let deps = deps_of(&plan.resources, &dp, meta);
                 state.connected.insert(name.clone(), deps);
                 generated += 1;
                 if self
@@ -609,8 +617,17 @@ fn key(kind: ResourceKind, mesh: &MeshName, name: &str) -> Result<ResourceKey, S
     Ok(ResourceKey::in_mesh(kind, mesh.clone(), n).expect("mesh-scoped kind"))
 }
 
-fn deps_of(resources: &[ResourcePlan], dp: &kuma_xds::input::DataplaneView) -> ProxyDeps {
-    let mut deps = ProxyDeps::default();
+fn deps_of(
+    resources: &[ResourcePlan],
+    dp: &kuma_xds::input::DataplaneView,
+    meta: ProxyMeta,
+) -> ProxyDeps {
+    // The DNS table lists every MeshService.
+    let mut deps = ProxyDeps {
+        meta,
+        all_services: meta.dns_port.is_some(),
+        ..Default::default()
+    };
     for r in resources {
         if let ResourcePlan::Endpoints(e) = r {
             deps.clusters.insert(e.cluster.clone());

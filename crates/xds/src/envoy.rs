@@ -155,8 +155,66 @@ pub fn endpoints(e: &EndpointsPlan) -> ClusterLoadAssignment {
     lb_endpoints(&e.cluster, &e.endpoints)
 }
 
+fn dns_listener(
+    l: &ListenerPlan,
+    records: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Listener {
+    use envoy_types::pb::envoy::config::core::v3::socket_address::Protocol as SocketProtocol;
+    use envoy_types::pb::envoy::config::listener::v3::{
+        ListenerFilter, UdpListenerConfig, listener_filter,
+    };
+    use envoy_types::pb::envoy::data::dns::v3::{DnsTable, dns_table};
+    use envoy_types::pb::envoy::extensions::filters::udp::dns_filter::v3::{
+        DnsFilterConfig, dns_filter_config,
+    };
+    let table = DnsTable {
+        virtual_domains: records
+            .iter()
+            .map(|(name, ips)| dns_table::DnsVirtualDomain {
+                name: name.clone(),
+                endpoint: Some(dns_table::DnsEndpoint {
+                    endpoint_config: Some(dns_table::dns_endpoint::EndpointConfig::AddressList(
+                        dns_table::AddressList {
+                            address: ips.clone(),
+                        },
+                    )),
+                }),
+                answer_ttl: Some(duration(30_000)),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let config = DnsFilterConfig {
+        stat_prefix: l.stat_prefix.clone(),
+        server_config: Some(dns_filter_config::ServerContextConfig {
+            config_source: Some(
+                dns_filter_config::server_context_config::ConfigSource::InlineDnsTable(table),
+            ),
+        }),
+        ..Default::default()
+    };
+    let mut address = socket(&l.address);
+    if let Some(address::Address::SocketAddress(sa)) = &mut address.address {
+        sa.protocol = SocketProtocol::Udp as i32;
+    }
+    Listener {
+        name: l.name.clone(),
+        address: Some(address),
+        stat_prefix: l.stat_prefix.clone(),
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.udp.dns_filter".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(config))),
+            ..Default::default()
+        }],
+        udp_listener_config: Some(UdpListenerConfig::default()),
+        traffic_direction: 2,
+        ..Default::default()
+    }
+}
+
 pub fn listener(l: &ListenerPlan) -> Listener {
     let network_filter = match &l.filter {
+        FilterPlan::Dns { records } => return dns_listener(l, records),
         FilterPlan::Tcp { cluster, idle_ms } => Filter {
             name: "envoy.filters.network.tcp_proxy".into(),
             config_type: Some(filter::ConfigType::TypedConfig(pack_any(TcpProxy {

@@ -103,8 +103,25 @@ pub fn service_cluster_name(mesh: &str, service: &str, port: u32) -> String {
 
 const PASSTHROUGH: &str = "outbound:passthrough:ipv4";
 
+/// What a proxy told the control plane about itself when it connected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyMeta {
+    /// kuma-dp's DNS port: Envoy answers the mesh's hostnames there.
+    pub dns_port: Option<u32>,
+}
+
 /// Generates the resources of `dp`.
 pub fn generate(ctx: &MeshContext, endpoints: &MeshEndpoints, dp: &DataplaneView) -> ProxyPlan {
+    generate_with(ctx, endpoints, dp, ProxyMeta::default())
+}
+
+/// Generates the resources of `dp`, with what its proxy reported.
+pub fn generate_with(
+    ctx: &MeshContext,
+    endpoints: &MeshEndpoints,
+    dp: &DataplaneView,
+    meta: ProxyMeta,
+) -> ProxyPlan {
     let mut plan = ProxyPlan::default();
     let net = &dp.spec.networking;
     let proxy = ProxyRef {
@@ -244,6 +261,35 @@ pub fn generate(ctx: &MeshContext, endpoints: &MeshEndpoints, dp: &DataplaneView
                 cluster: PASSTHROUGH.into(),
                 idle_ms: Timeouts::default().idle_ms,
             },
+        }));
+    }
+
+    // The mesh's hostnames, answered with their VIPs on kuma-dp's DNS port.
+    if let Some(port) = meta.dns_port.filter(|p| *p != 0) {
+        let mut records: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for svc in ctx.services.values() {
+            let ips: Vec<String> = svc.status.vips.iter().map(|v| v.ip.clone()).collect();
+            if ips.is_empty() {
+                continue;
+            }
+            for a in &svc.status.addresses {
+                records
+                    .entry(a.hostname.clone())
+                    .or_default()
+                    .extend(ips.iter().cloned());
+            }
+        }
+        plan.resources.push(ResourcePlan::Listener(ListenerPlan {
+            name: "kuma:dns".into(),
+            address: SocketAddr {
+                address: "127.0.0.1".into(),
+                port,
+            },
+            inbound: false,
+            bind_to_port: true,
+            use_original_dst: false,
+            stat_prefix: "kuma_dns".into(),
+            filter: FilterPlan::Dns { records },
         }));
     }
 

@@ -22,7 +22,9 @@ pub mod server;
 pub mod timeout;
 
 pub use cache::{Snapshot, SnapshotCache, VersionedResource};
-pub use generate::{MeshEndpoints, ProxyPlan, generate, service_cluster_name};
+pub use generate::{
+    MeshEndpoints, ProxyMeta, ProxyPlan, generate, generate_with, service_cluster_name,
+};
 pub use input::MeshContext;
 pub use plan::{ResourcePlan, ResourceType};
 pub use server::{AdsServer, StreamAuth, StreamEvents};

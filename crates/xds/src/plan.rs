@@ -112,6 +112,10 @@ pub enum FilterPlan {
         cluster: String,
         idle_ms: u64,
     },
+    /// A UDP DNS server answering the mesh's hostnames with their VIPs.
+    Dns {
+        records: std::collections::BTreeMap<String, Vec<String>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]

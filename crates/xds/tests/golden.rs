@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions
 use envoy_types::pb::google::protobuf::Any;
 use kuma_policy::Policy;
 use kuma_xds::input::{DataplaneView, MeshServiceView};
-use kuma_xds::{MeshContext, MeshEndpoints, ResourcePlan, SnapshotCache, generate};
+use kuma_xds::{MeshContext, MeshEndpoints, ProxyMeta, ResourcePlan, SnapshotCache, generate_with};
 use prost::Message;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +33,9 @@ struct Input {
     mesh_timeouts: Vec<Named>,
     #[serde(default)]
     offline: BTreeSet<String>,
+    /// kuma-dp's DNS port, as the proxy reports it.
+    #[serde(default)]
+    dns_port: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -180,7 +183,14 @@ fn run_case(input_path: &Path) {
         .dataplanes
         .get(&input.proxy)
         .expect("proxy in dataplanes");
-    let plan = generate(&ctx, &endpoints, dp);
+    let plan = generate_with(
+        &ctx,
+        &endpoints,
+        dp,
+        ProxyMeta {
+            dns_port: input.dns_port,
+        },
+    );
     let cache = SnapshotCache::new();
     let snap = cache.build(&plan.resources);
 
