@@ -208,6 +208,7 @@ pub async fn run(loaded: Loaded) -> Result<()> {
             store: store.clone(),
             config: ApiConfig {
                 mode,
+                federated: federated_zone,
                 zone_name: c.multizone.zone.name.clone(),
                 max_body_bytes: c.api_server.max_request_body_bytes,
                 hostname: hostname(),

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod federation;
 pub mod insights;
 pub mod meta;
 pub mod metered;
@@ -60,6 +61,8 @@ impl Default for BuildInfo {
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     pub mode: Mode,
+    /// A zone connected to a global (`KUMA_MULTIZONE_ZONE_GLOBAL_ADDRESS` set).
+    pub federated: bool,
     /// This zone's name (zone mode); Kuma's default is `default`.
     pub zone_name: String,
     /// Request bodies over this size get 413.
@@ -80,6 +83,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             mode: Mode::Zone,
+            federated: false,
             zone_name: "default".into(),
             max_body_bytes: 1024 * 1024,
             build: BuildInfo::default(),

@@ -240,6 +240,9 @@ async fn put(
     if d.read_only {
         return Ok(read_only(kind));
     }
+    if let Some(reason) = crate::federation::read_only_reason(&state, kind) {
+        return Err(ApiError::method_not_allowed(reason));
+    }
     require_access(kind, &identity)?;
     let expected = expected_version(&headers)?;
     let bytes = read_limited(body, state.config.max_body_bytes).await?;
@@ -297,7 +300,13 @@ async fn put(
     };
 
     let title = "Could not create or update a resource";
-    let updated = match state.store.get(&key).await {
+    let existing = match state.store.get(&key).await {
+        Ok(r) => Some(r),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(ApiError::from_store(title, e)),
+    };
+    crate::federation::check_origin(&state, kind, existing.as_ref(), Some(&input.labels))?;
+    let updated = match existing.ok_or_else(|| StoreError::NotFound(key.clone())) {
         Ok(current) => {
             let write = Write {
                 status: write.status.or(current.status),
@@ -347,12 +356,17 @@ async fn delete(
     if kind.descriptor().read_only {
         return Ok(read_only(kind));
     }
+    if let Some(reason) = crate::federation::read_only_reason(&state, kind) {
+        return Err(ApiError::method_not_allowed(reason));
+    }
     require_access(kind, &identity)?;
     let expected = expected_version(&headers)?;
     if let Some(m) = &mesh {
         require_mesh(&state, m).await?;
     }
     let key = key_from_url(kind, mesh.as_deref(), &name)?;
+    let existing = get_resource(&state, &key).await?;
+    crate::federation::check_origin(&state, kind, Some(&existing), None)?;
     if kind == ResourceKind::Mesh {
         let mut f =
             ListFilter::in_mesh(ResourceKind::Dataplane, MeshName::from(key.name().clone()));

@@ -163,13 +163,20 @@ pub async fn start_with(backend: Backend, config: ApiConfig) -> Server {
         stop: Some(stop),
         _dir: dir,
     };
-    server
-        .put(
-            "/meshes/default",
-            &json!({"type": "Mesh", "name": "default"}),
-        )
-        .await
-        .expect(201);
+    if server.state.config.federated {
+        // A federated zone gets its meshes from the global, not over REST.
+        server
+            .store_create(ResourceKind::Mesh, None, "default", json!({}))
+            .await;
+    } else {
+        server
+            .put(
+                "/meshes/default",
+                &json!({"type": "Mesh", "name": "default"}),
+            )
+            .await
+            .expect(201);
+    }
     server
 }
 
