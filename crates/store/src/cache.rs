@@ -34,7 +34,9 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-const KEY_LOCKS: usize = 64;
+/// Enough stripes that concurrent writes to different keys rarely share one: with
+/// 64, one of 32 concurrent writers waited for an unrelated commit 4 times in 10.
+const KEY_LOCKS: usize = 4096;
 
 pub struct CachedStore<S> {
     shared: Arc<Shared<S>>,
