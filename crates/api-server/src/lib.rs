@@ -15,6 +15,7 @@ pub mod body;
 pub mod error;
 pub mod federation;
 pub mod insights;
+pub mod inspect;
 pub mod meta;
 pub mod metered;
 pub mod openapi;
@@ -114,6 +115,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(meta::routes())
         .merge(resources::routes())
         .merge(insights::routes())
+        .merge(inspect::routes())
         .merge(tokens::routes())
         .method_not_allowed_fallback(|req: Request| async move {
             error::ApiError::method_not_allowed(format!(

@@ -413,6 +413,29 @@ pub fn document() -> Value {
             ),
         );
     }
+    for (suffix, op, summary) in [
+        (
+            "_config",
+            "getDataplaneXdsConfig",
+            "The xDS resources served to a dataplane, by type",
+        ),
+        (
+            "_rules",
+            "getDataplaneRules",
+            "The merged policy rules that apply to a dataplane",
+        ),
+    ] {
+        paths.insert(
+            format!("/meshes/{{mesh}}/dataplanes/{{name}}/{suffix}"),
+            get_op(
+                op,
+                summary,
+                "Dataplane",
+                vec![mesh_param(), path_param("name", "dataplane name")],
+                json!({ "type": "object", "additionalProperties": true }),
+            ),
+        );
+    }
     let gi = sub::<GlobalInsight>(&mut generator);
     paths.insert(
         "/global-insight".into(),
