@@ -181,6 +181,34 @@ pub enum InspectCommand {
     Zones(InspectArgs),
     /// Inspect Services
     Services(InspectArgs),
+    /// Inspect one Dataplane: the xDS config it is served or its merged policy rules
+    Dataplane(InspectDataplaneArgs),
+}
+
+/// What `kumactl inspect dataplane NAME --type` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, ValueEnum)]
+pub enum InspectDataplaneType {
+    /// The xDS resources the control plane serves to the proxy (`_config`).
+    #[default]
+    Config,
+    /// The merged policy rules that apply to the proxy (`_rules`).
+    Rules,
+    /// Envoy's own /config_dump, fetched through the control plane.
+    ConfigDump,
+    /// The policies matching the proxy.
+    Policies,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectDataplaneArgs {
+    /// name of the dataplane
+    pub name: String,
+    /// what to show
+    #[arg(long = "type", value_enum, default_value_t)]
+    pub kind: InspectDataplaneType,
+    /// output format (json or yaml)
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Json)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -381,27 +381,72 @@ async fn run_delete(ctx: &mut Ctx<'_>, d: &DeleteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_inspect(ctx: &mut Ctx<'_>, cmd: &InspectCommand) -> anyhow::Result<()> {
+async fn run_inspect_dataplane(
+    ctx: &mut Ctx<'_>,
+    args: &crate::cli::InspectDataplaneArgs,
+) -> anyhow::Result<()> {
+    use crate::cli::InspectDataplaneType as T;
+    let suffix = match args.kind {
+        T::Config => "_config",
+        T::Rules => "_rules",
+        T::ConfigDump | T::Policies => anyhow::bail!(
+            "--type={} is not served by this control plane yet; use --type=config or --type=rules",
+            clap::ValueEnum::to_possible_value(&args.kind)
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default()
+        ),
+    };
     let client = ctx.client()?;
     let mesh = ctx.mesh();
-    let (path, args) = match cmd {
-        InspectCommand::Meshes(a) => ("/mesh-insights".to_owned(), a),
-        InspectCommand::Dataplanes(a) => (format!("/meshes/{mesh}/dataplanes+insights"), a),
-        InspectCommand::Zones(a) => ("/zones+insights".to_owned(), a),
-        InspectCommand::Services(a) => (format!("/meshes/{mesh}/service-insights"), a),
+    let path = format!("/meshes/{mesh}/dataplanes/{}/{suffix}", args.name);
+    let value: serde_json::Value = client.get_json(&path).await.map_err(|e| {
+        if e.is_not_found() {
+            anyhow::anyhow!(
+                "there is no Dataplane with name {:?} in mesh {mesh:?}",
+                args.name
+            )
+        } else {
+            e.into()
+        }
+    })?;
+    match args.output {
+        OutputFormat::Yaml => write!(ctx.out, "{}", serde_yaml::to_string(&value)?)?,
+        OutputFormat::Json | OutputFormat::Table => {
+            writeln!(ctx.out, "{}", serde_json::to_string_pretty(&value)?)?
+        }
+    }
+    Ok(())
+}
+
+async fn run_inspect(ctx: &mut Ctx<'_>, cmd: &InspectCommand) -> anyhow::Result<()> {
+    let mesh = ctx.mesh();
+    type Printer = fn(&serde_json::Value, chrono::DateTime<Utc>) -> String;
+    let (path, args, printer): (String, _, Printer) = match cmd {
+        InspectCommand::Dataplane(args) => return run_inspect_dataplane(ctx, args).await,
+        InspectCommand::Meshes(a) => ("/mesh-insights".to_owned(), a, |p, _| {
+            printers::mesh_insights_table(p)
+        }),
+        InspectCommand::Dataplanes(a) => (
+            format!("/meshes/{mesh}/dataplanes+insights"),
+            a,
+            printers::dataplane_overviews_table,
+        ),
+        InspectCommand::Zones(a) => (
+            "/zones+insights".to_owned(),
+            a,
+            printers::zone_overviews_table,
+        ),
+        InspectCommand::Services(a) => (format!("/meshes/{mesh}/service-insights"), a, |p, _| {
+            printers::service_insights_table(p)
+        }),
     };
+    let client = ctx.client()?;
     let page = client.list_all_json(&path).await?;
     match args.output {
         OutputFormat::Json => writeln!(ctx.out, "{}", serde_json::to_string_pretty(&page)?)?,
         OutputFormat::Yaml => write!(ctx.out, "{}", serde_yaml::to_string(&page)?)?,
         OutputFormat::Table => {
-            let now = Utc::now();
-            let text = match cmd {
-                InspectCommand::Meshes(_) => printers::mesh_insights_table(&page),
-                InspectCommand::Dataplanes(_) => printers::dataplane_overviews_table(&page, now),
-                InspectCommand::Zones(_) => printers::zone_overviews_table(&page, now),
-                InspectCommand::Services(_) => printers::service_insights_table(&page),
-            };
+            let text = printer(&page, Utc::now());
             write!(ctx.out, "{text}")?;
         }
     }

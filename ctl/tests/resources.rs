@@ -399,3 +399,44 @@ fn inspect_meshes_dataplanes_services_and_zones() {
         serde_yaml::from_str(&k.run(&["inspect", "meshes", "-o", "yaml"]).ok()).unwrap();
     assert_eq!(yaml["items"][1]["name"], "payments");
 }
+
+#[test]
+fn inspect_one_dataplane_config_and_rules() {
+    let cp = ControlPlane::start();
+    let k = Kumactl::for_cp(&cp);
+    seed(&k);
+    let config: serde_json::Value =
+        serde_json::from_str(&k.run(&["inspect", "dataplane", "web-1"]).ok()).unwrap();
+    assert_eq!(config["name"], "web-1");
+    assert!(
+        config["xds"]["listeners"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty()),
+        "{config}"
+    );
+    let rules: serde_yaml::Value = serde_yaml::from_str(
+        &k.run(&[
+            "inspect",
+            "dataplane",
+            "web-1",
+            "--type",
+            "rules",
+            "-o",
+            "yaml",
+        ])
+        .ok(),
+    )
+    .unwrap();
+    assert_eq!(rules["rules"][0]["type"], "MeshTimeout");
+    let err = k
+        .run(&["inspect", "dataplane", "nope", "--type", "config"])
+        .fails();
+    assert!(
+        err.contains("there is no Dataplane with name \"nope\""),
+        "{err}"
+    );
+    let err = k
+        .run(&["inspect", "dataplane", "web-1", "--type", "config-dump"])
+        .fails();
+    assert!(err.contains("--type=config-dump is not served"), "{err}");
+}
