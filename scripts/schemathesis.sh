@@ -25,7 +25,7 @@ if ! "$PYTHON" -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESI
 fi
 
 cd "$ROOT"
-cargo build --quiet -p kuma-cp-bin
+cargo build --quiet -p kuma-cp-bin -p kuma-dp-bin
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 KUMA_CP="$TARGET_DIR/debug/kuma-cp"
 

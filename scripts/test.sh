@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 if [ -x e2e/install-deps.sh ]; then e2e/install-deps.sh; fi
 
+# The binaries the end-to-end suites run, built once with the selection they
+# all use (a different selection would resolve features differently and rebuild).
+cargo build -p kuma-cp-bin -p kuma-dp-bin
 cargo test --workspace --all-targets
 
 if [ -x scripts/schemathesis.sh ]; then scripts/schemathesis.sh; fi

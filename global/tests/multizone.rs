@@ -30,7 +30,9 @@ fn kuma_cp() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(workspace_root())
-            .args(["build", "-p", "kuma-cp-bin"])
+            // The same selection as the other suites and scripts/test.sh, so
+            // cargo resolves the same features and this build is a no-op.
+            .args(["build", "-p", "kuma-cp-bin", "-p", "kuma-dp-bin"])
             .status()
             .expect("running cargo build");
         assert!(status.success(), "building kuma-cp failed");

@@ -31,7 +31,9 @@ fn kuma_cp_bin() -> &'static Path {
         let mut build = Command::new(cargo);
         build
             .current_dir(workspace)
-            .args(["build", "--bin", "kuma-cp"]);
+            // The same selection as the other suites and scripts/test.sh, so
+            // cargo resolves the same features and this build is a no-op.
+            .args(["build", "-p", "kuma-cp-bin", "-p", "kuma-dp-bin"]);
         if dir.ends_with("release") {
             build.arg("--release");
         }
