@@ -42,32 +42,44 @@ fn base_env(cmd: &mut Command, work: &Path) {
 }
 
 fn start(work: &Path, extra: &[(&str, String)]) -> Cp {
+    // A port picked as free can be taken by a test running in parallel before
+    // kuma-cp binds it: kuma-cp then exits, and we try again with new ports.
+    for _ in 0..5 {
+        if let Some(cp) = try_start(work, extra) {
+            return cp;
+        }
+    }
+    panic!("kuma-cp did not start in 5 attempts");
+}
+
+fn try_start(work: &Path, extra: &[(&str, String)]) -> Option<Cp> {
     let mut cmd = Command::new(BIN);
     cmd.arg("run").arg("--log-level").arg("warn");
     base_env(&mut cmd, work);
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    let api: u16 = cmd
-        .get_envs()
-        .find(|(k, _)| *k == "KUMA_API_SERVER_HTTP_PORT")
-        .and_then(|(_, v)| v?.to_str()?.parse().ok())
-        .unwrap();
-    let diag: u16 = cmd
-        .get_envs()
-        .find(|(k, _)| *k == "KUMA_DIAGNOSTICS_SERVER_PORT")
-        .and_then(|(_, v)| v?.to_str()?.parse().ok())
-        .unwrap();
+    let port_of = |var: &str| -> u16 {
+        cmd.get_envs()
+            .find(|(k, _)| *k == var)
+            .and_then(|(_, v)| v?.to_str()?.parse().ok())
+            .unwrap()
+    };
+    let api = port_of("KUMA_API_SERVER_HTTP_PORT");
+    let diag = port_of("KUMA_DIAGNOSTICS_SERVER_PORT");
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let cp = Cp { child, api };
+    let mut cp = Cp { child, api };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
+        if cp.child.try_wait().unwrap().is_some() {
+            return None;
+        }
         if http("GET", diag, "/ready", None).0 == 200 {
-            return cp;
+            return Some(cp);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -80,7 +80,20 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// Starts kuma-cp on free ports. A port picked as free can be taken by a
+    /// test running in parallel before kuma-cp binds it; then try new ports.
     pub fn start() -> ControlPlane {
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(cp) => return cp,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("kuma-cp exited:\n{log}"),
+            }
+        }
+        panic!("kuma-cp could not find free ports in 5 attempts");
+    }
+
+    fn try_start() -> Result<ControlPlane, String> {
         let dir = tempfile::tempdir().unwrap();
         let api_port = free_port();
         let diag_port = free_port();
@@ -108,12 +121,12 @@ impl ControlPlane {
         // never becomes ready. This bounds a hang, it asserts no timing.
         for _ in 0..1200 {
             if let Some(status) = cp.child.try_wait().unwrap() {
-                panic!("kuma-cp exited with {status}:\n{}", cp.log());
+                return Err(format!("exit status {status}:\n{}", cp.log()));
             }
             if http(diag_port, "GET", "/ready", None).is_some_and(|(s, _)| s == 200)
                 && http(api_port, "GET", "/", None).is_some_and(|(s, _)| s == 200)
             {
-                return cp;
+                return Ok(cp);
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
