@@ -148,14 +148,6 @@ pub struct ServiceInsight {
     pub dataplanes: Counts,
 }
 
-/// Kuma's paged list of one item type.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
-pub struct Page<T> {
-    pub total: usize,
-    pub items: Vec<T>,
-    pub next: Option<String>,
-}
-
 /// Whether a proxy is connected now: its newest subscription has no disconnect time.
 pub fn is_online(insight: Option<&Resource>) -> bool {
     insight
