@@ -1,20 +1,12 @@
 //! kuma-cp as a user runs it: the real binary, real SQLite and PostgreSQL.
 
 use kuma_store::testing::TestPostgres;
-use std::net::TcpListener;
+use kuma_testkit::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kuma-cp");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A running kuma-cp, killed on drop.
 struct Cp {

@@ -43,12 +43,7 @@ fn kuma_cp() -> &'static Path {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use kuma_testkit::free_port;
 
 /// A kuma-cp process, killed (SIGKILL) when dropped.
 struct Cp {

@@ -19,7 +19,6 @@
 //! `synchronous_commit`, `full_page_writes`): this is for tests only.
 
 use crate::PostgresConfig;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -97,7 +96,7 @@ impl TestPostgres {
         // Another process may grab the port between our probe and the bind: retry.
         let mut last = String::new();
         for _ in 0..5 {
-            pg.port = free_port()?;
+            pg.port = kuma_testkit::free_port();
             match pg.pg_ctl_start() {
                 Ok(()) => {
                     pg.stopped = false;
@@ -262,11 +261,6 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 fn is_root() -> bool {
