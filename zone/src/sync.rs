@@ -12,7 +12,7 @@ use crate::views;
 use kuma_model::{MeshName, ResourceKey, ResourceKind, ResourceName};
 use kuma_store::{ChangeEvent, ListFilter, ResourceStore, StoreError, Write};
 use kuma_xds::input::SERVICE_TAG;
-use kuma_xds::plan::{ResourcePlan, SocketAddr};
+use kuma_xds::plan::{EndpointSet, ResourcePlan};
 use kuma_xds::{MeshContext, MeshEndpoints, ProxyMeta, SnapshotCache, generate_with};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -78,7 +78,7 @@ struct ProxyDeps {
 struct MeshState {
     ctx: Arc<MeshContext>,
     endpoints: Arc<MeshEndpoints>,
-    endpoint_sig: BTreeMap<String, Vec<SocketAddr>>,
+    endpoint_sig: BTreeMap<String, EndpointSet>,
     connected: BTreeMap<String, ProxyDeps>,
 }
 
@@ -380,11 +380,7 @@ impl Sync {
                 changed_services.insert(name.clone());
             }
             if b.policies.contains(&mesh) {
-                ctx.timeouts = views::list(store.as_ref(), ResourceKind::MeshTimeout, &mesh_name)
-                    .await?
-                    .iter()
-                    .map(views::policy_view)
-                    .collect();
+                ctx.timeouts = views::timeouts(store.as_ref(), &mesh_name).await?;
                 affected.extend(state.connected.keys().cloned());
             }
             ctx.offline = self.offline.get(&mesh).cloned().unwrap_or_default();

@@ -1,7 +1,7 @@
 //! Reading stored resources into the views kuma-xds generates from.
 
 use kuma_model::{MeshName, Resource, ResourceKind};
-use kuma_policy::Policy;
+use kuma_policy::{Policy, PolicySet};
 use kuma_store::{ListFilter, ResourceStore, StoreError};
 use kuma_xds::MeshContext;
 use kuma_xds::input::{DataplaneView, MeshServiceView};
@@ -67,10 +67,19 @@ pub async fn load_mesh_context(
             ctx.services.insert(v.name.clone(), Arc::new(v));
         }
     }
-    ctx.timeouts = list(store, ResourceKind::MeshTimeout, mesh)
+    ctx.timeouts = timeouts(store, mesh).await?;
+    Ok(ctx)
+}
+
+/// The mesh's MeshTimeouts, parsed once for every proxy.
+pub async fn timeouts(
+    store: &dyn ResourceStore,
+    mesh: &MeshName,
+) -> Result<Arc<PolicySet>, StoreError> {
+    let policies: Vec<_> = list(store, ResourceKind::MeshTimeout, mesh)
         .await?
         .iter()
         .map(policy_view)
         .collect();
-    Ok(ctx)
+    Ok(Arc::new(PolicySet::new(&policies)))
 }

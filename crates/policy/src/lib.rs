@@ -25,7 +25,8 @@ pub use target::{DestinationRef, InboundRef, ProxyRef, TargetRef, TargetRefKind}
 use serde::Serialize;
 use serde_json::Value;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 /// The label Kuma puts on a policy to say where it was written.
 pub const ORIGIN_LABEL: &str = "kuma.io/origin";
@@ -41,7 +42,7 @@ pub struct Policy {
 
 /// Why a policy's spec could not be read. Validation should have caught it;
 /// the engine skips such a policy rather than fail the proxy.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy {name}: {field}: {reason}")]
     Malformed {
@@ -147,9 +148,15 @@ fn fold<'a>(items: impl Iterator<Item = (&'a Value, &'a String)>) -> Option<Conf
     out
 }
 
-struct Selected<'a> {
-    policy: &'a Policy,
+/// One policy parsed once: its top-level target and its rules.
+#[derive(Debug)]
+struct Compiled {
+    policy: Policy,
     target: TargetRef,
+    to: Vec<ToRule>,
+    inbound: Vec<InboundRule>,
+    /// Malformed `to[]` entries, reported to the proxies the policy selects.
+    errors: Vec<PolicyError>,
 }
 
 fn origin_rank(p: &Policy) -> u8 {
@@ -162,7 +169,7 @@ fn origin_rank(p: &Policy) -> u8 {
 
 /// Kuma's precedence between two policies of one kind: `Less` merges first
 /// (and so loses to the other).
-fn precedence(a: &Selected<'_>, b: &Selected<'_>) -> Ordering {
+fn precedence(a: &Compiled, b: &Compiled) -> Ordering {
     a.target
         .top_rank()
         .cmp(&b.target.top_rank())
@@ -172,55 +179,42 @@ fn precedence(a: &Selected<'_>, b: &Selected<'_>) -> Ordering {
                 .is_some()
                 .cmp(&b.target.section_name.is_some()),
         )
-        .then(origin_rank(a.policy).cmp(&origin_rank(b.policy)))
+        .then(origin_rank(&a.policy).cmp(&origin_rank(&b.policy)))
         // Between equals, the lexicographically smaller name wins, so it merges last.
         .then(b.policy.name.cmp(&a.policy.name))
 }
 
-/// Computes what `policies` (all of one kind, all in the proxy's mesh) say
-/// about `proxy`. Malformed policies are skipped and returned beside the rules.
-pub fn rules_for(proxy: &ProxyRef<'_>, policies: &[Policy]) -> (ProxyRules, Vec<PolicyError>) {
-    let mut errors = Vec::new();
-    let mut selected = Vec::new();
-    for p in policies {
+fn default_of(item: &Value) -> Value {
+    item.get("default")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()))
+}
+
+impl Compiled {
+    fn new(p: &Policy) -> Result<Compiled, PolicyError> {
         let target = match p.spec.get("targetRef") {
             None | Some(Value::Null) => TargetRef::mesh(),
-            Some(v) => match TargetRef::parse(v) {
-                Ok(t) => t,
-                Err(reason) => {
-                    errors.push(PolicyError::Malformed {
-                        name: p.name.clone(),
-                        field: "spec.targetRef".into(),
-                        reason,
-                    });
-                    continue;
-                }
-            },
+            Some(v) => TargetRef::parse(v).map_err(|reason| PolicyError::Malformed {
+                name: p.name.clone(),
+                field: "spec.targetRef".into(),
+                reason,
+            })?,
         };
-        if target.selects_proxy(proxy) {
-            selected.push(Selected { policy: p, target });
-        }
-    }
-    selected.sort_by(precedence);
-
-    let mut rules = ProxyRules::default();
-    for s in &selected {
-        rules.policies.push(s.policy.name.clone());
-        let section = s.target.section_name.clone();
-        for (i, item) in s
-            .policy
-            .spec
-            .get("to")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        let items = |field: &str| {
+            p.spec
+                .get(field)
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+        };
+        let mut errors = Vec::new();
+        let mut to = Vec::new();
+        for (i, item) in items("to").iter().enumerate() {
             let target = match item.get("targetRef").map(TargetRef::parse) {
                 Some(Ok(t)) => t,
                 Some(Err(reason)) => {
                     errors.push(PolicyError::Malformed {
-                        name: s.policy.name.clone(),
+                        name: p.name.clone(),
                         field: format!("spec.to[{i}].targetRef"),
                         reason,
                     });
@@ -228,55 +222,124 @@ pub fn rules_for(proxy: &ProxyRef<'_>, policies: &[Policy]) -> (ProxyRules, Vec<
                 }
                 None => TargetRef::mesh(),
             };
-            let conf = item
-                .get("default")
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()));
-            rules.to.push(ToRule {
+            to.push(ToRule {
                 target,
-                conf,
-                policy: s.policy.name.clone(),
+                conf: default_of(item),
+                policy: p.name.clone(),
             });
         }
         // `from[]` (Mesh only, the legacy inbound form) merges before `rules[]`.
-        for item in s
-            .policy
-            .spec
-            .get("from")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let conf = item
-                .get("default")
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()));
-            rules.inbound.push(InboundRule {
-                section_name: section.clone(),
-                conf,
-                policy: s.policy.name.clone(),
-            });
-        }
-        for item in s
-            .policy
-            .spec
-            .get("rules")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let conf = item
-                .get("default")
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()));
-            rules.inbound.push(InboundRule {
-                section_name: section.clone(),
-                conf,
-                policy: s.policy.name.clone(),
-            });
-        }
+        let inbound = items("from")
+            .iter()
+            .chain(items("rules"))
+            .map(|item| InboundRule {
+                section_name: target.section_name.clone(),
+                conf: default_of(item),
+                policy: p.name.clone(),
+            })
+            .collect();
+        Ok(Compiled {
+            policy: p.clone(),
+            target,
+            to,
+            inbound,
+            errors,
+        })
     }
-    (rules, errors)
+}
+
+/// What a set of policies says about one proxy (shared by every proxy the
+/// same policies select), and the malformed parts that were skipped.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub rules: Arc<ProxyRules>,
+    pub errors: Arc<[PolicyError]>,
+}
+
+/// All policies of one kind in one mesh, parsed once. Proxies selected by the
+/// same policies share one computed [`ProxyRules`]: a mesh-wide change costs
+/// one merge, not one per proxy.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    /// Well-formed policies in precedence order (lowest first).
+    compiled: Vec<Compiled>,
+    /// Policies whose top-level targetRef does not parse (skipped everywhere).
+    errors: Vec<PolicyError>,
+    /// Rules by the indices (into `compiled`) of the selecting policies.
+    memo: Mutex<HashMap<Vec<u32>, Selection>>,
+}
+
+impl Clone for PolicySet {
+    fn clone(&self) -> Self {
+        PolicySet::new(
+            &self
+                .compiled
+                .iter()
+                .map(|c| c.policy.clone())
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+impl PolicySet {
+    pub fn new(policies: &[Policy]) -> PolicySet {
+        let mut set = PolicySet::default();
+        for p in policies {
+            match Compiled::new(p) {
+                Ok(c) => set.compiled.push(c),
+                Err(e) => set.errors.push(e),
+            }
+        }
+        set.compiled.sort_by(precedence);
+        set
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.compiled.is_empty() && self.errors.is_empty()
+    }
+
+    /// The policies, in precedence order (lowest first), malformed ones excluded.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.compiled.iter().map(|c| &c.policy)
+    }
+
+    /// What the policies say about `proxy`, and the problems met on the way
+    /// (malformed policies are skipped).
+    pub fn rules_for(&self, proxy: &ProxyRef<'_>) -> Selection {
+        let selected: Vec<u32> = self
+            .compiled
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.target.selects_proxy(proxy))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = memo.get(&selected) {
+            return r.clone();
+        }
+        let mut rules = ProxyRules::default();
+        let mut errors = self.errors.clone();
+        for &i in &selected {
+            let c = &self.compiled[i as usize];
+            rules.policies.push(c.policy.name.clone());
+            rules.to.extend(c.to.iter().cloned());
+            rules.inbound.extend(c.inbound.iter().cloned());
+            errors.extend(c.errors.iter().cloned());
+        }
+        let r = Selection {
+            rules: Arc::new(rules),
+            errors: errors.into(),
+        };
+        memo.insert(selected, r.clone());
+        r
+    }
+}
+
+/// Computes what `policies` (all of one kind, all in the proxy's mesh) say
+/// about `proxy`. Malformed policies are skipped and returned beside the rules.
+pub fn rules_for(proxy: &ProxyRef<'_>, policies: &[Policy]) -> (ProxyRules, Vec<PolicyError>) {
+    let r = PolicySet::new(policies).rules_for(proxy);
+    ((*r.rules).clone(), r.errors.to_vec())
 }
 
 #[cfg(test)]

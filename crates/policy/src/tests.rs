@@ -263,3 +263,56 @@ fn merge_replaces_lists_and_ignores_nulls() {
     merge_json(&mut base, &json!({"a": [3], "b": {"c": 5}, "e": null}));
     assert_eq!(base, json!({"a": [3], "b": {"c": 5, "d": 2}, "e": 1}));
 }
+
+#[test]
+fn proxies_selected_by_the_same_policies_share_one_computed_rule_set() {
+    let policies = vec![
+        mk_policy(
+            "mesh-wide",
+            None,
+            json!({"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
+                "default": {"idleTimeout": "20s"}}]}),
+        ),
+        mk_policy(
+            "web-only",
+            None,
+            json!({"targetRef": {"kind": "Dataplane", "labels": {"app": "web"}},
+                "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "5s"}}]}),
+        ),
+        mk_policy(
+            "broken",
+            None,
+            json!({"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Nope"}}]}),
+        ),
+    ];
+    let set = PolicySet::new(&policies);
+    let web = tags(&[("app", "web")]);
+    let db = tags(&[("app", "db")]);
+    fn proxy<'a>(name: &'a str, labels: &'a BTreeMap<String, String>) -> ProxyRef<'a> {
+        ProxyRef {
+            name,
+            labels,
+            inbounds: vec![],
+        }
+    }
+    let w1 = set.rules_for(&proxy("web-1", &web));
+    let w2 = set.rules_for(&proxy("web-2", &web));
+    let d1 = set.rules_for(&proxy("db-1", &db));
+    assert!(Arc::ptr_eq(&w1.rules, &w2.rules), "same selection, one rule set");
+    assert!(!Arc::ptr_eq(&w1.rules, &d1.rules));
+    // Precedence is kept: the Dataplane-targeted policy merges last and wins.
+    let labels = BTreeMap::new();
+    let conf = w1.rules.to_conf(&dest("anything", &labels, 80)).unwrap();
+    assert_eq!(conf.conf["idleTimeout"], "5s");
+    assert_eq!(conf.origin, vec!["mesh-wide", "web-only"]);
+    let conf = d1.rules.to_conf(&dest("anything", &labels, 80)).unwrap();
+    assert_eq!(conf.conf["idleTimeout"], "20s");
+    // The malformed `to` entry is skipped and reported to every selected proxy.
+    assert_eq!(w1.errors.len(), 1);
+    assert_eq!(d1.errors.len(), 1);
+    assert!(w1.errors[0].to_string().contains("spec.to[0].targetRef"));
+    // The same answer as the one-shot function.
+    let (rules, errors) = rules_for(&proxy("web-3", &web), &policies);
+    assert_eq!(rules, *w1.rules);
+    assert_eq!(errors, w1.errors.to_vec());
+}

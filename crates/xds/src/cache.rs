@@ -4,8 +4,8 @@
 use crate::envoy::to_any;
 use crate::plan::{ResourcePlan, ResourceType};
 use envoy_types::pb::google::protobuf::Any;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::watch;
 
@@ -13,7 +13,9 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct VersionedResource {
     pub name: String,
-    pub version: String,
+    /// Shared with every stream's record of what its client holds, so
+    /// "already sent" is a pointer comparison.
+    pub version: Arc<str>,
     pub any: Any,
     pub plan: ResourcePlan,
 }
@@ -39,9 +41,9 @@ impl Snapshot {
                 .all(|((ta, a), (tb, b))| {
                     ta == tb
                         && a.len() == b.len()
-                        && a.iter()
-                            .zip(b)
-                            .all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version)
+                        && a.iter().zip(b).all(|((na, ra), (nb, rb))| {
+                            Arc::ptr_eq(ra, rb) || (na == nb && ra.version == rb.version)
+                        })
                 })
     }
 }
@@ -50,17 +52,13 @@ impl Snapshot {
 pub fn set_version<'a>(
     items: impl Iterator<Item = (&'a String, &'a Arc<VersionedResource>)>,
 ) -> String {
-    let mut h = Sha256::new();
+    let mut h = DefaultHasher::new();
     for (n, r) in items {
-        h.update(n.as_bytes());
-        h.update([0]);
-        h.update(r.version.as_bytes());
-        h.update([0]);
+        n.hash(&mut h);
+        r.version.hash(&mut h);
     }
-    hex::encode(&h.finalize()[..8])
+    format!("{:016x}", h.finish())
 }
-
-type InternKey = (ResourceType, String, String);
 
 /// Snapshots of every proxy, each behind a watch channel its ADS stream follows.
 #[derive(Default)]
@@ -69,9 +67,12 @@ pub struct SnapshotCache {
     interned: Mutex<Interned>,
 }
 
+/// Encoded resources alive somewhere, by (type, 64-bit content digest). The
+/// digest covers the name and every field of the plan; a hit is also checked
+/// for the same name.
 #[derive(Default)]
 struct Interned {
-    map: HashMap<InternKey, Weak<VersionedResource>>,
+    map: HashMap<(ResourceType, u64), Weak<VersionedResource>>,
     sweep_at: usize,
 }
 
@@ -81,15 +82,17 @@ impl SnapshotCache {
     }
 
     fn intern(&self, plan: &ResourcePlan) -> Arc<VersionedResource> {
-        let version = plan.version();
-        let key = (plan.resource_type(), plan.name().to_string(), version);
+        let digest = plan.digest();
+        let key = (plan.resource_type(), digest);
         let mut interned = self.interned.lock().expect("intern lock");
-        if let Some(r) = interned.map.get(&key).and_then(Weak::upgrade) {
+        if let Some(r) = interned.map.get(&key).and_then(Weak::upgrade)
+            && r.name == plan.name()
+        {
             return r;
         }
         let r = Arc::new(VersionedResource {
-            name: key.1.clone(),
-            version: key.2.clone(),
+            name: plan.name().to_string(),
+            version: format!("{digest:016x}").into(),
             any: to_any(plan),
             plan: plan.clone(),
         });
@@ -105,10 +108,11 @@ impl SnapshotCache {
     pub fn build(&self, plans: &[ResourcePlan]) -> Snapshot {
         let mut snap = Snapshot::default();
         for p in plans {
+            let r = self.intern(p);
             snap.resources
                 .entry(p.resource_type())
                 .or_default()
-                .insert(p.name().to_string(), self.intern(p));
+                .insert(r.name.clone(), r);
         }
         snap
     }

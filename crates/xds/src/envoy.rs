@@ -152,7 +152,7 @@ pub fn cluster(c: &ClusterPlan) -> Cluster {
 }
 
 pub fn endpoints(e: &EndpointsPlan) -> ClusterLoadAssignment {
-    lb_endpoints(&e.cluster, &e.endpoints)
+    lb_endpoints(&e.cluster, e.endpoints.addrs())
 }
 
 fn dns_listener(

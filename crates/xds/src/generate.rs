@@ -4,20 +4,19 @@ use crate::input::{
     DataplaneView, Inbound, MeshContext, MeshServiceView, Outbound, SERVICE_TAG, ServicePort,
 };
 use crate::plan::{
-    ClusterPlan, ClusterSource, EndpointsPlan, FilterPlan, ListenerPlan, Protocol, ResourcePlan,
-    SocketAddr,
+    ClusterPlan, ClusterSource, EndpointSet, EndpointsPlan, FilterPlan, ListenerPlan, Protocol,
+    ResourcePlan, SocketAddr,
 };
 use crate::timeout::Timeouts;
 use kuma_policy::{DestinationRef, InboundRef, ProxyRef, ProxyRules};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Everything generated for one proxy.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct ProxyPlan {
     pub resources: Vec<ResourcePlan>,
     /// MeshTimeout rules as merged for this proxy (for `_rules`).
-    pub timeout_rules: ProxyRules,
+    pub timeout_rules: std::sync::Arc<ProxyRules>,
     /// Problems that did not stop generation (unknown outbound targets, bad policies).
     pub warnings: Vec<String>,
 }
@@ -26,7 +25,7 @@ pub struct ProxyPlan {
 /// change and shared by all its proxies.
 #[derive(Clone, Debug, Default)]
 pub struct MeshEndpoints {
-    by_cluster: BTreeMap<String, Vec<SocketAddr>>,
+    by_cluster: BTreeMap<String, EndpointSet>,
 }
 
 impl MeshEndpoints {
@@ -50,22 +49,23 @@ impl MeshEndpoints {
                 }
                 eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
                 eps.dedup();
-                by_cluster.insert(service_cluster_name(&ctx.mesh, &svc.name, port.port), eps);
+                by_cluster.insert(
+                    service_cluster_name(&ctx.mesh, &svc.name, port.port),
+                    EndpointSet::new(eps),
+                );
             }
         }
         MeshEndpoints { by_cluster }
     }
 
     /// Every cluster's endpoints (to tell which clusters a change touched).
-    pub fn signature(&self) -> BTreeMap<String, Vec<SocketAddr>> {
+    pub fn signature(&self) -> BTreeMap<String, EndpointSet> {
         self.by_cluster.clone()
     }
 
-    pub fn get(&self, cluster: &str) -> &[SocketAddr] {
-        self.by_cluster
-            .get(cluster)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+    /// A cluster's endpoints (shared, not copied); empty for an unknown cluster.
+    pub fn get(&self, cluster: &str) -> EndpointSet {
+        self.by_cluster.get(cluster).cloned().unwrap_or_default()
     }
 }
 
@@ -137,8 +137,10 @@ pub fn generate_with(
             })
             .collect(),
     };
-    let (rules, errors) = kuma_policy::rules_for(&proxy, &ctx.timeouts);
-    plan.warnings.extend(errors.iter().map(ToString::to_string));
+    let selection = ctx.timeouts.rules_for(&proxy);
+    let rules = &*selection.rules;
+    plan.warnings
+        .extend(selection.errors.iter().map(ToString::to_string));
 
     // Inbounds: the proxy's address -> the local application.
     let mut seen_clusters = BTreeSet::new();
@@ -187,7 +189,8 @@ pub fn generate_with(
     }
 
     // Outbounds listed in the Dataplane: a local port -> a MeshService port.
-    let mut used_ports: Vec<(&MeshServiceView, &ServicePort)> = Vec::new();
+    // The EDS clusters the listeners use: (cluster, timeouts, protocol).
+    let mut used_clusters: Vec<(String, Timeouts, Protocol)> = Vec::new();
     for outbound in &net.outbound {
         let Some((svc, port)) = resolve_outbound(ctx, outbound) else {
             plan.warnings.push(format!(
@@ -201,7 +204,7 @@ pub fn generate_with(
             .address
             .clone()
             .unwrap_or_else(|| "127.0.0.1".into());
-        let (cluster, timeouts, protocol) = outbound_target(ctx, &rules, svc, port);
+        let (cluster, timeouts, protocol) = outbound_target(ctx, rules, svc, port);
         let name = format!("outbound:{address}:{}", outbound.port);
         plan.resources.push(ResourcePlan::Listener(ListenerPlan {
             stat_prefix: name.replace(':', "_"),
@@ -213,9 +216,9 @@ pub fn generate_with(
             inbound: false,
             bind_to_port: true,
             use_original_dst: false,
-            filter: filter(protocol, cluster, timeouts),
+            filter: filter(protocol, cluster.clone(), timeouts),
         }));
-        used_ports.push((svc, port));
+        used_clusters.push((cluster, timeouts, protocol));
     }
 
     // With transparent proxying every reachable MeshService gets a listener on its VIP.
@@ -223,7 +226,7 @@ pub fn generate_with(
         for svc in ctx.services.values() {
             for vip in &svc.status.vips {
                 for port in &svc.spec.ports {
-                    let (cluster, timeouts, protocol) = outbound_target(ctx, &rules, svc, port);
+                    let (cluster, timeouts, protocol) = outbound_target(ctx, rules, svc, port);
                     let name = format!("outbound:{}:{}", vip.ip, port.port);
                     plan.resources.push(ResourcePlan::Listener(ListenerPlan {
                         stat_prefix: name.replace(':', "_"),
@@ -235,9 +238,9 @@ pub fn generate_with(
                         inbound: false,
                         bind_to_port: false,
                         use_original_dst: false,
-                        filter: filter(protocol, cluster, timeouts),
+                        filter: filter(protocol, cluster.clone(), timeouts),
                     }));
-                    used_ports.push((svc, port));
+                    used_clusters.push((cluster, timeouts, protocol));
                 }
             }
         }
@@ -294,8 +297,7 @@ pub fn generate_with(
     }
 
     // One EDS cluster and its endpoints per MeshService port used.
-    for (svc, port) in used_ports {
-        let (cluster, timeouts, protocol) = outbound_target(ctx, &rules, svc, port);
+    for (cluster, timeouts, protocol) in used_clusters {
         if !seen_clusters.insert(cluster.clone()) {
             continue;
         }
@@ -306,11 +308,11 @@ pub fn generate_with(
             timeouts,
         }));
         plan.resources.push(ResourcePlan::Endpoints(EndpointsPlan {
-            endpoints: endpoints.get(&cluster).to_vec(),
+            endpoints: endpoints.get(&cluster),
             cluster,
         }));
     }
-    plan.timeout_rules = rules;
+    plan.timeout_rules = selection.rules;
     plan
 }
 

@@ -1,6 +1,6 @@
 //! What generation reads: views of the mesh's resources, as Kuma's JSON has them.
 
-use kuma_policy::Policy;
+use kuma_policy::PolicySet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -214,8 +214,8 @@ pub struct MeshContext {
     pub mesh: String,
     pub dataplanes: BTreeMap<String, Arc<DataplaneView>>,
     pub services: BTreeMap<String, Arc<MeshServiceView>>,
-    /// MeshTimeout policies of the mesh.
-    pub timeouts: Vec<Policy>,
+    /// MeshTimeout policies of the mesh, parsed once.
+    pub timeouts: Arc<PolicySet>,
     /// Dataplanes known to be disconnected: not endpoints for anyone.
     pub offline: BTreeSet<String>,
 }

@@ -3,8 +3,9 @@
 //! encoded protobuf, whose map order is unstable).
 
 use crate::timeout::Timeouts;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
+use serde::{Serialize, Serializer};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 /// The xDS resource types served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -97,7 +98,67 @@ pub struct ClusterPlan {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct EndpointsPlan {
     pub cluster: String,
-    pub endpoints: Vec<SocketAddr>,
+    pub endpoints: EndpointSet,
+}
+
+/// A cluster's endpoints: computed once per mesh change and shared by every
+/// proxy using the cluster, hashed through a digest taken when it is built
+/// (a plan's version costs the same for 1 endpoint or 1 000).
+#[derive(Clone, Debug)]
+pub struct EndpointSet(Arc<EndpointSetInner>);
+
+#[derive(Debug)]
+struct EndpointSetInner {
+    digest: u64,
+    addrs: Vec<SocketAddr>,
+}
+
+impl EndpointSet {
+    pub fn new(addrs: Vec<SocketAddr>) -> Self {
+        let mut h = DefaultHasher::new();
+        addrs.hash(&mut h);
+        EndpointSet(Arc::new(EndpointSetInner {
+            digest: h.finish(),
+            addrs,
+        }))
+    }
+
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.0.addrs
+    }
+}
+
+impl Default for EndpointSet {
+    fn default() -> Self {
+        EndpointSet::new(Vec::new())
+    }
+}
+
+impl FromIterator<SocketAddr> for EndpointSet {
+    fn from_iter<I: IntoIterator<Item = SocketAddr>>(iter: I) -> Self {
+        EndpointSet::new(iter.into_iter().collect())
+    }
+}
+
+impl PartialEq for EndpointSet {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.digest == other.0.digest && self.0.addrs == other.0.addrs)
+    }
+}
+
+impl Eq for EndpointSet {}
+
+impl Hash for EndpointSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.digest);
+    }
+}
+
+impl Serialize for EndpointSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.addrs.serialize(s)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -156,9 +217,17 @@ impl ResourcePlan {
         }
     }
 
-    /// A version derived from the plan's content: equal plans, equal versions.
+    /// A 64-bit digest of the plan's content (name included): equal plans,
+    /// equal digests. SipHash with fixed keys, so it is the same in every run
+    /// of one build and a reconnecting Envoy's versions still match.
+    pub fn digest(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
+    /// The version served to Envoy: the digest in hex.
     pub fn version(&self) -> String {
-        let bytes = serde_json::to_vec(self).expect("plans serialize");
-        hex::encode(&Sha256::digest(&bytes)[..8])
+        format!("{:016x}", self.digest())
     }
 }

@@ -241,14 +241,14 @@ impl AggregatedDiscoveryService for AdsServer {
 // ---------------------------------------------------------------- delta
 
 /// Per resource, the version held before a response (`None`: not held).
-type Undo = Vec<(String, Option<String>)>;
+type Undo = Vec<(String, Option<Arc<str>>)>;
 
 #[derive(Default)]
 struct DeltaType {
     wildcard: bool,
     names: BTreeSet<String>,
     /// What the client is believed to hold: name -> version.
-    held: HashMap<String, String>,
+    held: HashMap<String, Arc<str>>,
     /// The latest nonce sent and how to undo it on a NACK.
     pending: Option<(String, Undo)>,
 }
@@ -273,12 +273,15 @@ impl DeltaStream {
         let mut resources = Vec::new();
         let mut undo = Vec::new();
         for (name, r) in desired {
-            if !state.wants(name) || state.held.get(name) == Some(&r.version) {
+            let held = state.held.get(name);
+            if held.is_some_and(|v| Arc::ptr_eq(v, &r.version) || **v == *r.version)
+                || !state.wants(name)
+            {
                 continue;
             }
             resources.push(Resource {
                 name: name.clone(),
-                version: r.version.clone(),
+                version: r.version.to_string(),
                 resource: Some(r.any.clone()),
                 ..Default::default()
             });
@@ -339,7 +342,11 @@ async fn delta_loop(
             let state = st.types.entry(t).or_default();
             if new_type {
                 state.wildcard = req.resource_names_subscribe.is_empty();
-                state.held = req.initial_resource_versions.clone().into_iter().collect();
+                state.held = req
+                    .initial_resource_versions
+                    .iter()
+                    .map(|(n, v)| (n.clone(), Arc::from(v.as_str())))
+                    .collect();
             }
             for n in &req.resource_names_subscribe {
                 if n == "*" {

@@ -254,7 +254,7 @@ async fn delta_resumes_from_initial_resource_versions_and_removes_deleted() {
         .of_type(ResourceType::Cluster)
         .unwrap()
         .iter()
-        .map(|(n, r)| (n.clone(), r.version.clone()))
+        .map(|(n, r)| (n.clone(), r.version.to_string()))
         .collect();
 
     // Reconnect claiming the clusters already: CDS has nothing to send, so the

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::google::protobuf::Any;
-use kuma_policy::Policy;
+use kuma_policy::{Policy, PolicySet};
 use kuma_xds::input::{DataplaneView, MeshServiceView};
 use kuma_xds::{MeshContext, MeshEndpoints, ProxyMeta, ResourcePlan, SnapshotCache, generate_with};
 use prost::Message;
@@ -87,15 +87,17 @@ fn context(input: &Input) -> MeshContext {
                 )
             })
             .collect(),
-        timeouts: input
-            .mesh_timeouts
-            .iter()
-            .map(|p| Policy {
-                name: p.name.clone(),
-                labels: p.labels.clone(),
-                spec: p.spec.clone(),
-            })
-            .collect(),
+        timeouts: Arc::new(PolicySet::new(
+            &input
+                .mesh_timeouts
+                .iter()
+                .map(|p| Policy {
+                    name: p.name.clone(),
+                    labels: p.labels.clone(),
+                    spec: p.spec.clone(),
+                })
+                .collect::<Vec<_>>(),
+        )),
         offline: input.offline.clone(),
     }
 }

@@ -150,6 +150,19 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
     let connect_ms: f64 = line.strip_prefix("READY ").expect("READY").parse()?;
     let rss_connected = rss_kb();
 
+    // `ADS_BENCH_PAUSE=SECS` waits before the change, to attach a profiler
+    // (`perf record -p PID`) to just that part.
+    if let Some(secs) = std::env::var("ADS_BENCH_PAUSE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        eprintln!(
+            "pid {}: pausing {secs} s before the change",
+            std::process::id()
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+
     // One mesh-wide MeshTimeout change.
     let before_cpu = cpu_time();
     let before_bytes = server.ads_stats.bytes.load(Ordering::Relaxed);
@@ -184,6 +197,13 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
                 changed_size += r.any.encoded_len();
             }
         }
+    }
+    if let Some(secs) = std::env::var("ADS_BENCH_PAUSE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // Idle again, so a profile of the change does not include teardown.
+        tokio::time::sleep(Duration::from_secs(secs)).await;
     }
     let _ = child.kill();
 
@@ -280,6 +300,9 @@ async fn client_main(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     println!("UPDATED");
+    // Stay connected until killed: disconnecting now would put 10k
+    // disconnections into the control plane's CPU time for the change.
+    std::future::pending::<()>().await;
     Ok(())
 }
 
