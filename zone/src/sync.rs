@@ -10,6 +10,7 @@
 use crate::meshservice::{self, HostnameTemplate, MANAGED_BY_GENERATOR, MANAGED_BY_LABEL};
 use crate::views;
 use kuma_model::{MeshName, ResourceKey, ResourceKind, ResourceName};
+use kuma_policy::{Policy, PolicySet};
 use kuma_store::{ChangeEvent, ListFilter, ResourceStore, StoreError, Write};
 use kuma_xds::input::SERVICE_TAG;
 use kuma_xds::plan::{EndpointSet, ResourcePlan};
@@ -80,13 +81,20 @@ struct MeshState {
     endpoints: Arc<MeshEndpoints>,
     endpoint_sig: BTreeMap<String, EndpointSet>,
     connected: BTreeMap<String, ProxyDeps>,
+    /// The mesh's MeshTimeouts by name, kept current one event at a time.
+    timeouts: BTreeMap<String, Policy>,
+    /// `timeouts` changed since `ctx.timeouts` was compiled from it. Compiling
+    /// waits until a proxy of the mesh is regenerated, so a burst of policy
+    /// writes with nobody connected costs one `get` each.
+    timeouts_dirty: bool,
 }
 
 #[derive(Default)]
 struct Batch {
     dataplanes: BTreeMap<String, BTreeSet<String>>,
     services: BTreeMap<String, BTreeSet<String>>,
-    policies: BTreeSet<String>,
+    /// MeshTimeouts written, by mesh.
+    policies: BTreeMap<String, BTreeSet<String>>,
     meshes: BTreeSet<String>,
     connected: BTreeMap<String, BTreeMap<String, ProxyMeta>>,
     offline_changed: BTreeSet<String>,
@@ -190,7 +198,7 @@ impl Sync {
                         b.services.entry(mesh).or_default().insert(name);
                     }
                     ResourceKind::MeshTimeout => {
-                        b.policies.insert(mesh);
+                        b.policies.entry(mesh).or_default().insert(name);
                     }
                     ResourceKind::Mesh => {
                         b.meshes.insert(name);
@@ -297,6 +305,12 @@ impl Sync {
             let mut ctx = views::load_mesh_context(store.as_ref(), &mesh_name).await?;
             ctx.offline = self.offline.get(mesh).cloned().unwrap_or_default();
             let state = self.meshes.entry(mesh.clone()).or_default();
+            state.timeouts = ctx
+                .timeouts
+                .policies()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect();
+            state.timeouts_dirty = false;
             state.ctx = Arc::new(ctx);
             regenerate
                 .entry(mesh.clone())
@@ -308,7 +322,7 @@ impl Sync {
         let mut touched: BTreeSet<String> = BTreeSet::new();
         touched.extend(b.dataplanes.keys().cloned());
         touched.extend(b.services.keys().cloned());
-        touched.extend(b.policies.iter().cloned());
+        touched.extend(b.policies.keys().cloned());
         touched.extend(b.connected.keys().cloned());
         touched.extend(b.offline_changed.iter().cloned());
         if b.hostname_generators {
@@ -324,7 +338,13 @@ impl Sync {
                 let Ok(ctx) = views::load_mesh_context(store.as_ref(), &mesh_name).await else {
                     continue;
                 };
-                self.meshes.entry(mesh.clone()).or_default().ctx = Arc::new(ctx);
+                let state = self.meshes.entry(mesh.clone()).or_default();
+                state.timeouts = ctx
+                    .timeouts
+                    .policies()
+                    .map(|p| (p.name.clone(), p.clone()))
+                    .collect();
+                state.ctx = Arc::new(ctx);
             }
             let Some(state) = self.meshes.get_mut(&mesh) else {
                 continue;
@@ -379,8 +399,18 @@ impl Sync {
                 }
                 changed_services.insert(name.clone());
             }
-            if b.policies.contains(&mesh) {
-                ctx.timeouts = views::timeouts(store.as_ref(), &mesh_name).await?;
+            for name in b.policies.get(&mesh).into_iter().flatten() {
+                let key = key(ResourceKind::MeshTimeout, &mesh_name, name)?;
+                match store.get(&key).await {
+                    Ok(r) => {
+                        state.timeouts.insert(name.clone(), views::policy_view(&r));
+                    }
+                    Err(StoreError::NotFound(_)) => {
+                        state.timeouts.remove(name);
+                    }
+                    Err(e) => return Err(e),
+                }
+                state.timeouts_dirty = true;
                 affected.extend(state.connected.keys().cloned());
             }
             ctx.offline = self.offline.get(&mesh).cloned().unwrap_or_default();
@@ -448,6 +478,11 @@ impl Sync {
             let Some(state) = self.meshes.get_mut(&mesh) else {
                 continue;
             };
+            if state.timeouts_dirty && !proxies.is_empty() {
+                let policies: Vec<Policy> = state.timeouts.values().cloned().collect();
+                Arc::make_mut(&mut state.ctx).timeouts = Arc::new(PolicySet::new(&policies));
+                state.timeouts_dirty = false;
+            }
             for name in proxies {
                 if !state.connected.contains_key(&name) {
                     continue;
