@@ -22,7 +22,8 @@
 
 use crate::index::Index;
 use crate::{
-    ChangeEvent, ChangeOp, FEED_CAPACITY, ListFilter, ListPage, ResourceStore, StoreError, Write,
+    Applied, BatchOp, BatchResults, ChangeEvent, ChangeOp, FEED_CAPACITY, ListFilter, ListPage,
+    ResourceStore, SharedPage, StoreError, Write,
 };
 use async_trait::async_trait;
 use kuma_model::{MeshName, Resource, ResourceKey, ResourceKind};
@@ -104,9 +105,12 @@ impl<S> Shared<S> {
         self.replica.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn stripe(&self, key: &ResourceKey) -> usize {
+        (self.hasher.hash_one(key) % KEY_LOCKS as u64) as usize
+    }
+
     fn key_lock(&self, key: &ResourceKey) -> &tokio::sync::Mutex<()> {
-        let h = self.hasher.hash_one(key);
-        &self.key_locks[(h % KEY_LOCKS as u64) as usize]
+        &self.key_locks[self.stripe(key)]
     }
 
     fn remove(&self, key: &ResourceKey) {
@@ -248,8 +252,20 @@ impl<S: ResourceStore> ResourceStore for CachedStore<S> {
             .ok_or_else(|| StoreError::NotFound(key.clone()))
     }
 
+    async fn get_shared(&self, key: &ResourceKey) -> Result<Arc<Resource>, StoreError> {
+        self.shared
+            .read()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(key.clone()))
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<ListPage, StoreError> {
         Ok(self.shared.read().list(filter))
+    }
+
+    async fn list_shared(&self, filter: &ListFilter) -> Result<SharedPage, StoreError> {
+        Ok(self.shared.read().list_shared(filter))
     }
 
     async fn create(&self, key: &ResourceKey, write: Write) -> Result<Resource, StoreError> {
@@ -286,6 +302,42 @@ impl<S: ResourceStore> ResourceStore for CachedStore<S> {
         s.inner.delete(key, expected_version).await?;
         s.remove(key);
         Ok(())
+    }
+
+    /// Holds the stripes of every key in the batch (taken in ascending
+    /// order, so two batches cannot deadlock) across the inner batch and the
+    /// replica update, which is done under one replica lock: readers here see
+    /// the whole batch or none of it.
+    async fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<BatchResults, StoreError> {
+        let s = &self.shared;
+        let _g = s.gate.read().await;
+        let mut stripes: Vec<usize> = ops.iter().map(|op| s.stripe(op.key())).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(s.key_locks[i].lock().await);
+        }
+        let results = s.inner.apply_batch(ops).await?;
+        {
+            let mut index = s.write();
+            for r in &results {
+                match r {
+                    Ok(Applied::Created(r)) | Ok(Applied::Updated(r)) => {
+                        index.upsert(r.clone());
+                    }
+                    Ok(Applied::Deleted { key, .. }) => {
+                        if key.kind() == ResourceKind::Mesh {
+                            index.remove_mesh_contents(&MeshName::from(key.name().clone()));
+                        }
+                        index.remove(key);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        drop(guards);
+        Ok(results)
     }
 
     fn watch(&self) -> broadcast::Receiver<ChangeEvent> {

@@ -6,7 +6,7 @@
 //! lists inside a mesh and for cascading a mesh delete. Neither list scans
 //! resources of other kinds or meshes.
 
-use crate::{ListFilter, ListPage};
+use crate::{ListFilter, ListPage, SharedPage};
 use kuma_model::{MeshName, Resource, ResourceKey, ResourceKind, ResourceName, Scope};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -134,30 +134,37 @@ impl Index {
     /// page costs the same however many resources the mesh has (plus the
     /// skipped offset).
     pub(crate) fn list(&self, filter: &ListFilter) -> ListPage {
+        let (items, total) = self.page(filter, |r| Resource::clone(r));
+        ListPage { items, total }
+    }
+
+    /// [`Index::list`] with the resources shared, not copied.
+    pub(crate) fn list_shared(&self, filter: &ListFilter) -> SharedPage {
+        let (items, total) = self.page(filter, Arc::clone);
+        SharedPage { items, total }
+    }
+
+    fn page<T>(&self, filter: &ListFilter, out: impl Fn(&Arc<Resource>) -> T) -> (Vec<T>, usize) {
         let limit = filter.limit.unwrap_or(usize::MAX);
         let plain =
             filter.name_contains.is_none() && filter.labels.is_empty() && filter.tags.is_empty();
         if plain {
             let Some(base) = self.base(filter) else {
-                return ListPage::default();
+                return (Vec::new(), 0);
             };
             let total = base.len();
-            let items = base
-                .skip(filter.offset)
-                .take(limit)
-                .map(|r| Resource::clone(r))
-                .collect();
-            return ListPage { items, total };
+            let items = base.skip(filter.offset).take(limit).map(out).collect();
+            return (items, total);
         }
         let mut total = 0;
         let mut items = Vec::new();
         for r in self.matching(filter) {
             if total >= filter.offset && items.len() < limit {
-                items.push(Resource::clone(r));
+                items.push(out(r));
             }
             total += 1;
         }
-        ListPage { items, total }
+        (items, total)
     }
 }
 

@@ -18,6 +18,7 @@
 //! [`postgres::PostgresStore`] (several control planes on one database) and
 //! [`cache::CachedStore`], a read replica in memory in front of any of them.
 
+mod batch;
 pub mod cache;
 mod index;
 pub mod memory;
@@ -189,6 +190,14 @@ pub struct ListPage {
     pub total: usize,
 }
 
+/// [`ListPage`] with the resources shared: stores that keep them in memory
+/// hand out their own copy instead of cloning each.
+#[derive(Clone, Debug, Default)]
+pub struct SharedPage {
+    pub items: Vec<std::sync::Arc<Resource>>,
+    pub total: usize,
+}
+
 /// The content of a write.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Write {
@@ -213,12 +222,83 @@ pub struct ChangeEvent {
     pub version: u64,
 }
 
+/// What a [`BatchOp::Put`] expects to find at its key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// Anything: creates when absent, replaces when present.
+    #[default]
+    Any,
+    /// Nothing (a create); fails with [`StoreError::AlreadyExists`] otherwise.
+    Absent,
+    /// Exactly this version (a conditional update); fails with
+    /// [`StoreError::NotFound`] or [`StoreError::Conflict`] otherwise.
+    Version(u64),
+}
+
+/// One write of a [`ResourceStore::apply_batch`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum BatchOp {
+    /// Creates `key` at version 1 or replaces its content, bumping the
+    /// version and keeping the creation time, as [`ResourceStore::create`] /
+    /// [`ResourceStore::update`] do.
+    Put {
+        key: ResourceKey,
+        write: Write,
+        expect: Expect,
+    },
+    /// As [`ResourceStore::delete`] (a Mesh takes its contents with it).
+    Delete {
+        key: ResourceKey,
+        expected_version: Option<u64>,
+    },
+}
+
+impl BatchOp {
+    pub fn key(&self) -> &ResourceKey {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// What one [`BatchOp`] did. The resource as stored is shared (a cache in
+/// front keeps the same allocation).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    Created(std::sync::Arc<Resource>),
+    Updated(std::sync::Arc<Resource>),
+    /// `version` is the last version the resource had.
+    Deleted {
+        key: ResourceKey,
+        version: u64,
+    },
+}
+
+/// Per-op outcome of [`ResourceStore::apply_batch`], in the order of the ops.
+pub type BatchResults = Vec<Result<Applied, StoreError>>;
+
 /// The storage contract every backend meets.
 #[async_trait]
 pub trait ResourceStore: Send + Sync + 'static {
     async fn get(&self, key: &ResourceKey) -> Result<Resource, StoreError>;
 
+    /// [`ResourceStore::get`] for readers that only look: in-memory stores
+    /// share their copy. The default wraps `get`.
+    async fn get_shared(&self, key: &ResourceKey) -> Result<std::sync::Arc<Resource>, StoreError> {
+        self.get(key).await.map(std::sync::Arc::new)
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<ListPage, StoreError>;
+
+    /// [`ResourceStore::list`] for readers that only look: in-memory stores
+    /// share their resources instead of copying them. The default wraps `list`.
+    async fn list_shared(&self, filter: &ListFilter) -> Result<SharedPage, StoreError> {
+        let page = self.list(filter).await?;
+        Ok(SharedPage {
+            items: page.items.into_iter().map(std::sync::Arc::new).collect(),
+            total: page.total,
+        })
+    }
 
     /// Creates `key` at version 1. Mesh-scoped kinds need their Mesh to exist.
     async fn create(&self, key: &ResourceKey, write: Write) -> Result<Resource, StoreError>;
@@ -239,9 +319,101 @@ pub trait ResourceStore: Send + Sync + 'static {
         expected_version: Option<u64>,
     ) -> Result<(), StoreError>;
 
+    /// Applies `ops` in order, as one transaction: readers and the change
+    /// feed see all of the successful ops or none of them, and each op sees
+    /// the effect of the ones before it. An op that fails (its
+    /// [`StoreError::NotFound`], [`StoreError::AlreadyExists`],
+    /// [`StoreError::Conflict`] or [`StoreError::MeshNotFound`]) changes
+    /// nothing and is reported in its slot; the others still apply. The
+    /// events are those the same writes made one by one would emit, in op
+    /// order, sent after commit. `Err` (a backend failure) means nothing was
+    /// written.
+    ///
+    /// The default applies the ops one by one with the single-write methods:
+    /// correct per op, but neither atomic nor fast. Every backend of this
+    /// crate overrides it.
+    async fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<BatchResults, StoreError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(apply_one(self, op).await);
+        }
+        Ok(out)
+    }
+
     /// Subscribes to committed writes from now on. A lagging receiver gets
     /// `RecvError::Lagged` and should re-list.
     fn watch(&self) -> broadcast::Receiver<ChangeEvent>;
+}
+
+fn created(r: Resource) -> Applied {
+    Applied::Created(std::sync::Arc::new(r))
+}
+
+fn updated(r: Resource) -> Applied {
+    Applied::Updated(std::sync::Arc::new(r))
+}
+
+/// One [`BatchOp`] through the single-write methods (the fallback batch).
+async fn apply_one<S: ResourceStore + ?Sized>(
+    store: &S,
+    op: BatchOp,
+) -> Result<Applied, StoreError> {
+    match op {
+        BatchOp::Delete {
+            key,
+            expected_version,
+        } => {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let version = match expected_version {
+                    Some(v) => v,
+                    None => store.get(&key).await?.meta.version,
+                };
+                match store.delete(&key, Some(version)).await {
+                    Err(StoreError::Conflict { .. })
+                        if expected_version.is_none() && attempts < 8 =>
+                    {
+                        continue;
+                    }
+                    r => return r.map(|()| Applied::Deleted { key, version }),
+                }
+            }
+        }
+        BatchOp::Put {
+            key,
+            write,
+            expect: Expect::Absent,
+        } => store.create(&key, write).await.map(created),
+        BatchOp::Put {
+            key,
+            write,
+            expect: Expect::Version(v),
+        } => store.update(&key, write, Some(v)).await.map(updated),
+        BatchOp::Put {
+            key,
+            write,
+            expect: Expect::Any,
+        } => {
+            // Races with other writers only make this go round again.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let retry = attempts < 8;
+                match store.get(&key).await {
+                    Ok(_) => match store.update(&key, write.clone(), None).await {
+                        Err(StoreError::NotFound(_)) if retry => continue,
+                        r => return r.map(updated),
+                    },
+                    Err(StoreError::NotFound(_)) => match store.create(&key, write.clone()).await {
+                        Err(StoreError::AlreadyExists(_)) if retry => continue,
+                        r => return r.map(created),
+                    },
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
 }
 
 /// A shared store is a store: lets a [`CachedStore`] (or anything generic over
@@ -251,8 +423,14 @@ impl<T: ResourceStore + ?Sized> ResourceStore for std::sync::Arc<T> {
     async fn get(&self, key: &ResourceKey) -> Result<Resource, StoreError> {
         (**self).get(key).await
     }
+    async fn get_shared(&self, key: &ResourceKey) -> Result<std::sync::Arc<Resource>, StoreError> {
+        (**self).get_shared(key).await
+    }
     async fn list(&self, filter: &ListFilter) -> Result<ListPage, StoreError> {
         (**self).list(filter).await
+    }
+    async fn list_shared(&self, filter: &ListFilter) -> Result<SharedPage, StoreError> {
+        (**self).list_shared(filter).await
     }
     async fn create(&self, key: &ResourceKey, write: Write) -> Result<Resource, StoreError> {
         (**self).create(key, write).await
@@ -271,6 +449,9 @@ impl<T: ResourceStore + ?Sized> ResourceStore for std::sync::Arc<T> {
         expected_version: Option<u64>,
     ) -> Result<(), StoreError> {
         (**self).delete(key, expected_version).await
+    }
+    async fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<BatchResults, StoreError> {
+        (**self).apply_batch(ops).await
     }
     fn watch(&self) -> broadcast::Receiver<ChangeEvent> {
         (**self).watch()

@@ -3,7 +3,8 @@
 
 use crate::index::Index;
 use crate::{
-    ChangeEvent, ChangeOp, FEED_CAPACITY, ListFilter, ListPage, ResourceStore, StoreError, Write,
+    Applied, BatchOp, BatchResults, ChangeEvent, ChangeOp, Expect, FEED_CAPACITY, ListFilter,
+    ListPage, ResourceStore, SharedPage, StoreError, Write,
 };
 use async_trait::async_trait;
 use kuma_model::{MeshName, Resource, ResourceKey, ResourceKind, ResourceMeta};
@@ -62,25 +63,17 @@ fn mesh_exists(index: &Index, key: &ResourceKey) -> bool {
     }
 }
 
-#[async_trait]
-impl ResourceStore for MemoryStore {
-    async fn get(&self, key: &ResourceKey) -> Result<Resource, StoreError> {
-        self.read()
-            .get(key)
-            .map(|r| Resource::clone(r))
-            .ok_or_else(|| StoreError::NotFound(key.clone()))
-    }
-
-    async fn list(&self, filter: &ListFilter) -> Result<ListPage, StoreError> {
-        Ok(self.read().list(filter))
-    }
-
-    async fn create(&self, key: &ResourceKey, write: Write) -> Result<Resource, StoreError> {
-        let mut index = self.write();
+impl MemoryStore {
+    fn create_in(
+        &self,
+        index: &mut Index,
+        key: &ResourceKey,
+        write: Write,
+    ) -> Result<Arc<Resource>, StoreError> {
         if index.get(key).is_some() {
             return Err(StoreError::AlreadyExists(key.clone()));
         }
-        if !mesh_exists(&index, key) {
+        if !mesh_exists(index, key) {
             return Err(StoreError::MeshNotFound(
                 key.mesh().cloned().expect("mesh-scoped key"),
             ));
@@ -97,18 +90,19 @@ impl ResourceStore for MemoryStore {
             spec: write.spec,
             status: write.status,
         };
-        index.upsert(Arc::new(r.clone()));
+        let r = Arc::new(r);
+        index.upsert(r.clone());
         self.emit(ChangeOp::Created, key.clone(), 1);
         Ok(r)
     }
 
-    async fn update(
+    fn update_in(
         &self,
+        index: &mut Index,
         key: &ResourceKey,
         write: Write,
         expected_version: Option<u64>,
-    ) -> Result<Resource, StoreError> {
-        let mut index = self.write();
+    ) -> Result<Arc<Resource>, StoreError> {
         let current = index
             .get(key)
             .ok_or_else(|| StoreError::NotFound(key.clone()))?;
@@ -133,17 +127,19 @@ impl ResourceStore for MemoryStore {
             spec: write.spec,
             status: write.status,
         };
-        index.upsert(Arc::new(r.clone()));
+        let r = Arc::new(r);
+        index.upsert(r.clone());
         self.emit(ChangeOp::Updated, key.clone(), r.meta.version);
         Ok(r)
     }
 
-    async fn delete(
+    /// Returns the deleted version.
+    fn delete_in(
         &self,
+        index: &mut Index,
         key: &ResourceKey,
         expected_version: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let mut index = self.write();
+    ) -> Result<u64, StoreError> {
         let actual = index
             .get(key)
             .ok_or_else(|| StoreError::NotFound(key.clone()))?
@@ -166,7 +162,87 @@ impl ResourceStore for MemoryStore {
         }
         index.remove(key);
         self.emit(ChangeOp::Deleted, key.clone(), actual);
-        Ok(())
+        Ok(actual)
+    }
+}
+
+#[async_trait]
+impl ResourceStore for MemoryStore {
+    async fn get(&self, key: &ResourceKey) -> Result<Resource, StoreError> {
+        self.read()
+            .get(key)
+            .map(|r| Resource::clone(r))
+            .ok_or_else(|| StoreError::NotFound(key.clone()))
+    }
+
+    async fn get_shared(&self, key: &ResourceKey) -> Result<Arc<Resource>, StoreError> {
+        self.read()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(key.clone()))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<ListPage, StoreError> {
+        Ok(self.read().list(filter))
+    }
+
+    async fn list_shared(&self, filter: &ListFilter) -> Result<SharedPage, StoreError> {
+        Ok(self.read().list_shared(filter))
+    }
+
+    async fn create(&self, key: &ResourceKey, write: Write) -> Result<Resource, StoreError> {
+        self.create_in(&mut self.write(), key, write)
+            .map(Arc::unwrap_or_clone)
+    }
+
+    async fn update(
+        &self,
+        key: &ResourceKey,
+        write: Write,
+        expected_version: Option<u64>,
+    ) -> Result<Resource, StoreError> {
+        self.update_in(&mut self.write(), key, write, expected_version)
+            .map(Arc::unwrap_or_clone)
+    }
+
+    async fn delete(
+        &self,
+        key: &ResourceKey,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.delete_in(&mut self.write(), key, expected_version)
+            .map(|_| ())
+    }
+
+    /// Under one write lock: readers see the whole batch or none of it (an
+    /// event receiver reading at once waits for the lock).
+    async fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<BatchResults, StoreError> {
+        let mut index = self.write();
+        let index = &mut *index;
+        Ok(ops
+            .into_iter()
+            .map(|op| match op {
+                BatchOp::Put { key, write, expect } => {
+                    let exists = index.get(&key).is_some();
+                    match expect {
+                        Expect::Absent => self.create_in(index, &key, write).map(Applied::Created),
+                        Expect::Version(v) => self
+                            .update_in(index, &key, write, Some(v))
+                            .map(Applied::Updated),
+                        Expect::Any if exists => self
+                            .update_in(index, &key, write, None)
+                            .map(Applied::Updated),
+                        Expect::Any => self.create_in(index, &key, write).map(Applied::Created),
+                    }
+                }
+                BatchOp::Delete {
+                    key,
+                    expected_version,
+                } => self
+                    .delete_in(index, &key, expected_version)
+                    .map(|version| Applied::Deleted { key, version }),
+            })
+            .collect())
     }
 
     fn watch(&self) -> broadcast::Receiver<ChangeEvent> {

@@ -12,12 +12,13 @@
 //! The schema is created by `kuma-cp migrate up` ([`migrate_up`]); opening a
 //! store only checks that the schema is the one this binary was built for.
 
+use crate::batch::{self, Stored};
 use crate::row::{
     cascading_mesh, decode_key, decode_labels, mesh_col, version_from_sql, version_to_sql,
 };
 use crate::{
-    ChangeEvent, ChangeOp, FEED_CAPACITY, ListFilter, ListPage, OpenError, ResourceStore,
-    StoreError, Write,
+    BatchOp, BatchResults, ChangeEvent, ChangeOp, FEED_CAPACITY, ListFilter, ListPage, OpenError,
+    ResourceStore, StoreError, Write,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,6 +27,7 @@ use kuma_model::{Resource, ResourceKey, ResourceKind, ResourceMeta};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -541,8 +543,254 @@ impl PostgresStore {
     }
 }
 
+/// Column arrays of a key list, for `unnest($1::text[], $2::text[], $3::text[])`.
+fn key_arrays<'a>(
+    keys: impl Iterator<Item = &'a ResourceKey>,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    for k in keys {
+        out.0.push(k.kind().name().to_string());
+        out.1.push(mesh_col(k).to_string());
+        out.2.push(k.name().as_str().to_string());
+    }
+    out
+}
+
+/// Reads (and locks) `keys` in key order: `FOR UPDATE` or `FOR SHARE`.
+async fn lock_rows(
+    tx: &mut sqlx::PgConnection,
+    keys: &[ResourceKey],
+    mode: &str,
+    into: &mut HashMap<ResourceKey, Stored>,
+) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let be = StoreError::backend;
+    let (kinds, meshes, names) = key_arrays(keys.iter());
+    let sql = format!(
+        "SELECT r.kind, r.mesh, r.name, r.version, r.creation_time FROM resources r \
+         JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(kind, mesh, name) \
+         ON r.kind = u.kind AND r.mesh = u.mesh AND r.name = u.name \
+         ORDER BY r.kind, r.name, r.mesh FOR {mode} OF r"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(kinds)
+        .bind(meshes)
+        .bind(names)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be)?;
+    for r in rows {
+        let key = decode_key(
+            r.try_get::<&str, _>(0).map_err(be)?,
+            r.try_get::<&str, _>(1).map_err(be)?,
+            r.try_get::<&str, _>(2).map_err(be)?,
+        )?;
+        let stored = Stored {
+            version: version_from_sql(r.try_get(3).map_err(be)?),
+            created: r.try_get(4).map_err(be)?,
+        };
+        into.insert(key, stored);
+    }
+    Ok(())
+}
+
+/// Why a batch transaction is rolled back and run again.
+enum BatchTry {
+    /// A row the snapshot did not have was created meanwhile.
+    Raced,
+    Failed(StoreError),
+}
+
+impl From<StoreError> for BatchTry {
+    fn from(e: StoreError) -> Self {
+        BatchTry::Failed(e)
+    }
+}
+
+impl PostgresStore {
+    /// One attempt at a batch: read and lock what the ops name, plan, write
+    /// with a few set-based statements, commit.
+    async fn try_batch(
+        &self,
+        ops: Vec<BatchOp>,
+    ) -> Result<(BatchResults, Vec<batch::Event>), BatchTry> {
+        let be = StoreError::backend;
+        let mut tx = self.pool.begin().await.map_err(be)?;
+        let keys = batch::keys(&ops);
+        let mut stored = HashMap::with_capacity(keys.0.len());
+        // Rows named by an op are locked for update; meshes only written into
+        // are locked for share, as a single create does (a delete of the mesh waits).
+        lock_rows(&mut tx, &keys.0, "UPDATE", &mut stored).await?;
+        lock_rows(&mut tx, &keys.1, "SHARE", &mut stored).await?;
+        let plan = batch::plan(ops, stored, keys, crate::now());
+        if plan.is_noop() {
+            return Ok(plan.finish(Vec::new()));
+        }
+        let mut cascaded = Vec::new();
+        for mesh in &plan.cascades {
+            let rows = sqlx::query(
+                "DELETE FROM resources WHERE mesh = $1 RETURNING kind, name, version, creation_time",
+            )
+            .bind(mesh)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(be)?;
+            let mut gone = Vec::with_capacity(rows.len());
+            for r in rows {
+                let key = decode_key(
+                    r.try_get::<&str, _>(0).map_err(be)?,
+                    mesh,
+                    r.try_get::<&str, _>(1).map_err(be)?,
+                )?;
+                gone.push(batch::Event {
+                    op: ChangeOp::Deleted,
+                    key,
+                    version: version_from_sql(r.try_get(2).map_err(be)?),
+                    born: r.try_get(3).map_err(be)?,
+                });
+            }
+            cascaded.push((mesh.clone(), gone));
+        }
+        if !plan.deletes.is_empty() {
+            let (kinds, meshes, names) = key_arrays(plan.deletes.iter());
+            sqlx::query(
+                "DELETE FROM resources r USING unnest($1::text[], $2::text[], $3::text[]) AS u(kind, mesh, name) \
+                 WHERE r.kind = u.kind AND r.mesh = u.mesh AND r.name = u.name",
+            )
+            .bind(kinds)
+            .bind(meshes)
+            .bind(names)
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?;
+        }
+        let columns = |idx: &[usize]| {
+            let mut c = RowColumns::default();
+            for i in idx {
+                c.push(plan.row(*i));
+            }
+            c
+        };
+        const UNNEST: &str = "unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+             $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[]) \
+             AS u(kind, mesh, name, version, labels, spec, status, ct, mt)";
+        if !plan.updates.is_empty() {
+            let sql = format!(
+                "UPDATE resources r SET version = u.version, labels = u.labels::jsonb, \
+                 spec = u.spec::json, status = u.status::json, creation_time = u.ct, \
+                 modification_time = u.mt FROM {UNNEST} \
+                 WHERE r.kind = u.kind AND r.mesh = u.mesh AND r.name = u.name"
+            );
+            columns(&plan.updates)
+                .bind(sqlx::query(AssertSqlSafe(sql)))
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?;
+        }
+        if !plan.inserts.is_empty() {
+            let sql = format!(
+                "INSERT INTO resources (kind, mesh, name, version, labels, spec, status, creation_time, modification_time) \
+                 SELECT kind, mesh, name, version, labels::jsonb, spec::json, status::json, ct, mt FROM {UNNEST} \
+                 ON CONFLICT DO NOTHING"
+            );
+            let n = columns(&plan.inserts)
+                .bind(sqlx::query(AssertSqlSafe(sql)))
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?
+                .rows_affected();
+            if n != plan.inserts.len() as u64 {
+                // Dropping the transaction rolls it back.
+                return Err(BatchTry::Raced);
+            }
+        }
+        tx.commit().await.map_err(be)?;
+        Ok(plan.finish(cascaded))
+    }
+}
+
+/// Resources as column arrays, for the `UNNEST` of a batch write.
+#[derive(Default)]
+struct RowColumns {
+    kinds: Vec<String>,
+    meshes: Vec<String>,
+    names: Vec<String>,
+    versions: Vec<i64>,
+    labels: Vec<String>,
+    specs: Vec<String>,
+    statuses: Vec<Option<String>>,
+    created: Vec<DateTime<Utc>>,
+    modified: Vec<DateTime<Utc>>,
+}
+
+impl RowColumns {
+    fn push(&mut self, r: &Resource) {
+        self.kinds.push(r.key.kind().name().to_string());
+        self.meshes.push(mesh_col(&r.key).to_string());
+        self.names.push(r.key.name().as_str().to_string());
+        self.versions.push(version_to_sql(r.meta.version));
+        self.labels.push(to_json(&r.meta.labels));
+        self.specs.push(to_json(&r.spec));
+        self.statuses.push(r.status.as_ref().map(to_json));
+        self.created.push(r.meta.creation_time);
+        self.modified.push(r.meta.modification_time);
+    }
+
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.kinds)
+            .bind(self.meshes)
+            .bind(self.names)
+            .bind(self.versions)
+            .bind(self.labels)
+            .bind(self.specs)
+            .bind(self.statuses)
+            .bind(self.created)
+            .bind(self.modified)
+    }
+}
+
 #[async_trait]
 impl ResourceStore for PostgresStore {
+    /// One transaction of a few set-based statements; retried from the start
+    /// when a row it found absent was created concurrently.
+    async fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<BatchResults, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_batch(ops.clone()).await {
+                Ok((results, events)) => {
+                    self.announce(
+                        events
+                            .into_iter()
+                            .map(|e| Change {
+                                op: e.op,
+                                key: e.key,
+                                version: e.version,
+                                born: e.born.timestamp_micros(),
+                            })
+                            .collect(),
+                    );
+                    return Ok(results);
+                }
+                Err(BatchTry::Raced) if attempts < 5 => continue,
+                Err(BatchTry::Raced) => {
+                    return Err(StoreError::Backend(
+                        "batch kept racing with concurrent creates".into(),
+                    ));
+                }
+                Err(BatchTry::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
     async fn get(&self, key: &ResourceKey) -> Result<Resource, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM resources WHERE kind = $1 AND mesh = $2 AND name = $3");

@@ -4,13 +4,14 @@
 //! One kuma-cp process owns the file: writes are serialized in process, and
 //! the change feed is in-process. For several control planes use PostgreSQL.
 
+use crate::batch::{self, Stored};
 use crate::row::{
     cascading_mesh, corrupt_json, decode_key, decode_labels, mesh_col, version_from_sql,
     version_to_sql,
 };
 use crate::{
-    ChangeEvent, ChangeOp, FEED_CAPACITY, ListFilter, ListPage, OpenError, ResourceStore,
-    StoreError, Write,
+    BatchOp, BatchResults, ChangeEvent, ChangeOp, FEED_CAPACITY, ListFilter, ListPage, OpenError,
+    ResourceStore, StoreError, Write,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,11 +21,16 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{Mutex, broadcast};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Rows per upsert statement of a batch (9 parameters each, well under
+/// SQLite's 32766).
+const UPSERT_ROWS: usize = 500;
 
 const COLUMNS: &str =
     "kind, mesh, name, version, labels, spec, status, creation_time, modification_time";
@@ -159,8 +165,150 @@ async fn current(
     }
 }
 
+/// `[[kind, mesh, name], ...]`: a key list as one JSON parameter (read back
+/// with `json_each`), so a batch costs one statement, not one per key.
+fn keys_json<'a>(keys: impl Iterator<Item = &'a ResourceKey>) -> String {
+    let arr: Vec<[&str; 3]> = keys
+        .map(|k| [k.kind().name(), mesh_col(k), k.name().as_str()])
+        .collect();
+    to_json(&arr)
+}
+
+/// The batch in the open transaction `tx` (the write lock held): reads the
+/// rows the ops name, plans, writes with a few set-based statements.
+async fn write_batch(
+    tx: &mut sqlx::SqliteConnection,
+    ops: Vec<BatchOp>,
+) -> Result<batch::Plan, StoreError> {
+    let be = StoreError::backend;
+    let keys = batch::keys(&ops);
+    let mut stored = HashMap::with_capacity(keys.0.len());
+    // CROSS JOIN: json_each drives, each key is a primary-key lookup.
+    let rows = sqlx::query(
+        "SELECT r.kind, r.mesh, r.name, r.version, r.creation_time \
+         FROM json_each(?) AS j CROSS JOIN resources AS r \
+         ON r.kind = j.value ->> 0 AND r.name = j.value ->> 2 AND r.mesh = j.value ->> 1",
+    )
+    .bind(keys_json(keys.0.iter().chain(&keys.1)))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(be)?;
+    for r in rows {
+        let key = decode_key(
+            r.try_get::<&str, _>(0).map_err(be)?,
+            r.try_get::<&str, _>(1).map_err(be)?,
+            r.try_get::<&str, _>(2).map_err(be)?,
+        )?;
+        let created = from_micros(&key, r.try_get(4).map_err(be)?)?;
+        let version = version_from_sql(r.try_get(3).map_err(be)?);
+        stored.insert(key, Stored { version, created });
+    }
+    let plan = batch::plan(ops, stored, keys, crate::now());
+    Ok(plan)
+}
+
+/// Runs the plan's writes; returns what each cascade removed.
+async fn write_plan(
+    tx: &mut sqlx::SqliteConnection,
+    plan: &batch::Plan,
+) -> Result<Vec<(String, Vec<batch::Event>)>, StoreError> {
+    let be = StoreError::backend;
+    let mut cascaded = Vec::new();
+    for mesh in &plan.cascades {
+        let rows = sqlx::query(
+            "DELETE FROM resources WHERE mesh = ? RETURNING kind, mesh, name, version, creation_time",
+        )
+        .bind(mesh)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be)?;
+        let mut gone = Vec::with_capacity(rows.len());
+        for r in rows {
+            let key = decode_key(
+                r.try_get::<&str, _>(0).map_err(be)?,
+                r.try_get::<&str, _>(1).map_err(be)?,
+                r.try_get::<&str, _>(2).map_err(be)?,
+            )?;
+            let born = from_micros(&key, r.try_get(4).map_err(be)?)?;
+            gone.push(batch::Event {
+                op: ChangeOp::Deleted,
+                version: version_from_sql(r.try_get(3).map_err(be)?),
+                key,
+                born,
+            });
+        }
+        cascaded.push((mesh.clone(), gone));
+    }
+    if !plan.deletes.is_empty() {
+        sqlx::query(
+            "DELETE FROM resources WHERE (kind, name, mesh) IN \
+             (SELECT value ->> 0, value ->> 2, value ->> 1 FROM json_each(?))",
+        )
+        .bind(keys_json(plan.deletes.iter()))
+        .execute(&mut *tx)
+        .await
+        .map_err(be)?;
+    }
+    // Writes are serialized in process: no row appears between the read and
+    // here, so inserts and updates can share one upsert, of many rows each.
+    let rows: Vec<usize> = plan.updates.iter().chain(&plan.inserts).copied().collect();
+    for chunk in rows.chunks(UPSERT_ROWS) {
+        let mut sql = format!("INSERT INTO resources ({COLUMNS}) VALUES ");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?,?,?,?,?,?,?,?,?)"
+            } else {
+                ",(?,?,?,?,?,?,?,?,?)"
+            });
+        }
+        sql.push_str(
+            " ON CONFLICT (kind, name, mesh) DO UPDATE SET version = excluded.version, \
+             labels = excluded.labels, spec = excluded.spec, status = excluded.status, \
+             creation_time = excluded.creation_time, modification_time = excluded.modification_time",
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for i in chunk {
+            let r = plan.row(*i);
+            q = q
+                .bind(r.key.kind().name())
+                .bind(mesh_col(&r.key))
+                .bind(r.key.name().as_str())
+                .bind(version_to_sql(r.meta.version))
+                .bind(to_json(&r.meta.labels))
+                .bind(to_json(&r.spec))
+                .bind(r.status.as_ref().map(to_json))
+                .bind(micros(&r.meta.creation_time))
+                .bind(micros(&r.meta.modification_time));
+        }
+        q.execute(&mut *tx).await.map_err(be)?;
+    }
+    Ok(cascaded)
+}
+
 #[async_trait]
 impl ResourceStore for SqliteStore {
+    /// One transaction, a handful of statements whatever the size.
+    async fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<BatchResults, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _w = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        let plan = write_batch(&mut tx, ops).await?;
+        let cascaded = if plan.is_noop() {
+            Vec::new()
+        } else {
+            let c = write_plan(&mut tx, &plan).await?;
+            tx.commit().await.map_err(StoreError::backend)?;
+            c
+        };
+        let (results, events) = plan.finish(cascaded);
+        for e in events {
+            self.emit(e.op, e.key, e.version);
+        }
+        Ok(results)
+    }
+
     async fn get(&self, key: &ResourceKey) -> Result<Resource, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM resources WHERE kind = ? AND mesh = ? AND name = ?");

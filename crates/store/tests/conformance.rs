@@ -96,3 +96,55 @@ async fn cached_postgres() {
     let store: Arc<dyn ResourceStore> = Arc::new(CachedStore::new(inner).await.unwrap());
     conformance::run_all(store).await;
 }
+
+/// A store with only the single-write methods: `apply_batch` is the trait's
+/// fallback, which must still give the per-op results and events of a batch.
+struct SingleWrites(MemoryStore);
+
+#[async_trait::async_trait]
+impl ResourceStore for SingleWrites {
+    async fn get(
+        &self,
+        key: &kuma_model::ResourceKey,
+    ) -> Result<kuma_model::Resource, kuma_store::StoreError> {
+        self.0.get(key).await
+    }
+    async fn list(
+        &self,
+        filter: &kuma_store::ListFilter,
+    ) -> Result<kuma_store::ListPage, kuma_store::StoreError> {
+        self.0.list(filter).await
+    }
+    async fn create(
+        &self,
+        key: &kuma_model::ResourceKey,
+        write: kuma_store::Write,
+    ) -> Result<kuma_model::Resource, kuma_store::StoreError> {
+        self.0.create(key, write).await
+    }
+    async fn update(
+        &self,
+        key: &kuma_model::ResourceKey,
+        write: kuma_store::Write,
+        expected_version: Option<u64>,
+    ) -> Result<kuma_model::Resource, kuma_store::StoreError> {
+        self.0.update(key, write, expected_version).await
+    }
+    async fn delete(
+        &self,
+        key: &kuma_model::ResourceKey,
+        expected_version: Option<u64>,
+    ) -> Result<(), kuma_store::StoreError> {
+        self.0.delete(key, expected_version).await
+    }
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<kuma_store::ChangeEvent> {
+        self.0.watch()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_fallback() {
+    let store: Arc<dyn ResourceStore> = Arc::new(SingleWrites(MemoryStore::new()));
+    conformance::batch_ops(store.clone()).await;
+    conformance::batch_mesh_cascade(store).await;
+}

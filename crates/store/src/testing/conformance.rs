@@ -9,7 +9,9 @@
 //! kuma_store::testing::conformance::run_all(store).await;
 //! ```
 
-use crate::{ChangeEvent, ChangeOp, ListFilter, ResourceStore, StoreError, Write};
+use crate::{
+    Applied, BatchOp, ChangeEvent, ChangeOp, Expect, ListFilter, ResourceStore, StoreError, Write,
+};
 use kuma_model::{MeshName, Resource, ResourceKey, ResourceKind, ResourceName};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -45,6 +47,9 @@ pub async fn run_all(store: Arc<dyn ResourceStore>) {
         change_feed_cascade,
         concurrent_updates_one_wins,
         concurrent_creates_one_wins,
+        batch_ops,
+        batch_mesh_cascade,
+        batch_all_or_nothing_visible,
     );
 }
 
@@ -950,4 +955,335 @@ pub async fn concurrent_creates_one_wins(store: Arc<dyn ResourceStore>) {
     }
     assert_eq!((ok, exists), (1, 7));
     store.delete(&key, None).await.unwrap();
+}
+
+// ---------------------------------------------------------------- batches
+
+fn put(key: &ResourceKey, spec: Value, expect: Expect) -> BatchOp {
+    BatchOp::Put {
+        key: key.clone(),
+        write: mk_write(spec),
+        expect,
+    }
+}
+
+fn del(key: &ResourceKey, expected_version: Option<u64>) -> BatchOp {
+    BatchOp::Delete {
+        key: key.clone(),
+        expected_version,
+    }
+}
+
+fn ev(op: ChangeOp, key: &ResourceKey, version: u64) -> ChangeEvent {
+    ChangeEvent {
+        op,
+        key: key.clone(),
+        version,
+    }
+}
+
+/// Every kind of op in one batch: each sees the ones before it, a failed op
+/// is reported in its slot and changes nothing, the others apply; versions
+/// and creation times as single writes keep them; the feed carries exactly
+/// the successful writes, in op order.
+pub async fn batch_ops(store: Arc<dyn ResourceStore>) {
+    let mesh = mk_mesh(&*store, "batch").await;
+    let a = mk_key(ResourceKind::MeshTimeout, &mesh, "a");
+    let b = mk_key(ResourceKind::MeshTimeout, &mesh, "b");
+    let c = mk_key(ResourceKind::MeshRetry, &mesh, "c");
+    let d = mk_key(ResourceKind::MeshTimeout, &unique("batch-no-mesh"), "d");
+    let e = mk_key(ResourceKind::MeshTimeout, &mesh, "e");
+    let g = mk_global_key(ResourceKind::Zone, &unique("batch-zone"));
+    let keys: HashSet<_> = [&a, &b, &c, &d, &e, &g].into_iter().cloned().collect();
+    // Subscribe first: on backends with an asynchronous feed, events of the
+    // setup writes may still be on their way after the writes return.
+    let mut rx = store.watch();
+    let a0 = store.create(&a, mk_write(json!({"a": 0}))).await.unwrap();
+    store.create(&b, mk_write(json!({"b": 0}))).await.unwrap();
+    collect_events(&mut rx, &keys, 2).await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+
+    let results = store
+        .apply_batch(vec![
+            put(&a, json!({"a": 1}), Expect::Any),
+            put(&b, json!({"b": 1}), Expect::Version(5)),
+            put(&c, json!({"c": 1}), Expect::Absent),
+            put(&d, json!({}), Expect::Any),
+            del(&b, Some(1)),
+            put(&c, json!({"c": 2}), Expect::Any),
+            del(&e, None),
+            put(&e, json!({}), Expect::Version(1)),
+            put(&a, json!({"a": 2}), Expect::Absent),
+            put(&g, json!({"enabled": true}), Expect::Any),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(results.len(), 10);
+    let a1 = match &results[0] {
+        Ok(Applied::Updated(r)) => Resource::clone(r),
+        other => panic!("put a: {other:?}"),
+    };
+    assert_eq!((a1.meta.version, &a1.spec), (2, &json!({"a": 1})));
+    assert_eq!(a1.meta.creation_time, a0.meta.creation_time);
+    assert!(a1.meta.modification_time > a0.meta.modification_time);
+    assert!(
+        matches!(&results[1], Err(StoreError::Conflict { key, expected: 5, actual: 1 }) if *key == b),
+        "{:?}",
+        results[1]
+    );
+    let c1 = match &results[2] {
+        Ok(Applied::Created(r)) => Resource::clone(r),
+        other => panic!("create c: {other:?}"),
+    };
+    assert_eq!(c1.meta.version, 1);
+    assert_eq!(c1.meta.creation_time, c1.meta.modification_time);
+    assert!(
+        matches!(&results[3], Err(StoreError::MeshNotFound(m)) if Some(m) == d.mesh()),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(
+        results[4].as_ref().ok(),
+        Some(&Applied::Deleted {
+            key: b.clone(),
+            version: 1
+        })
+    );
+    let c2 = match &results[5] {
+        Ok(Applied::Updated(r)) => Resource::clone(r),
+        other => panic!("update c: {other:?}"),
+    };
+    assert_eq!((c2.meta.version, &c2.spec), (2, &json!({"c": 2})));
+    assert_eq!(c2.meta.creation_time, c1.meta.creation_time);
+    assert!(matches!(&results[6], Err(StoreError::NotFound(k)) if *k == e));
+    assert!(matches!(&results[7], Err(StoreError::NotFound(k)) if *k == e));
+    assert!(matches!(&results[8], Err(StoreError::AlreadyExists(k)) if *k == a));
+    let g1 = match &results[9] {
+        Ok(Applied::Created(r)) => Resource::clone(r),
+        other => panic!("create g: {other:?}"),
+    };
+
+    // The store holds what the results say.
+    assert_eq!(store.get(&a).await.unwrap(), a1);
+    assert_eq!(store.get(&c).await.unwrap(), c2);
+    assert_eq!(store.get(&g).await.unwrap(), g1);
+    for k in [&b, &d, &e] {
+        assert!(
+            matches!(store.get(k).await, Err(StoreError::NotFound(_))),
+            "{k}"
+        );
+    }
+
+    let got = collect_events(&mut rx, &keys, 5).await;
+    assert_eq!(
+        got,
+        vec![
+            ev(ChangeOp::Updated, &a, 2),
+            ev(ChangeOp::Created, &c, 1),
+            ev(ChangeOp::Deleted, &b, 1),
+            ev(ChangeOp::Updated, &c, 2),
+            ev(ChangeOp::Created, &g, 1),
+        ]
+    );
+    // Nothing else about these keys: the next event is this write's.
+    store.delete(&g, Some(1)).await.unwrap();
+    let got = collect_events(&mut rx, &keys, 1).await;
+    assert_eq!(got, vec![ev(ChangeOp::Deleted, &g, 1)]);
+
+    // Written by a batch, read and written one by one afterwards as usual.
+    let a3 = store
+        .update(&a, mk_write(json!({"a": 3})), Some(2))
+        .await
+        .unwrap();
+    assert_eq!(a3.meta.version, 3);
+    assert_eq!(a3.meta.creation_time, a0.meta.creation_time);
+    assert!(store.apply_batch(Vec::new()).await.unwrap().is_empty());
+    drop_mesh(&*store, &mesh).await;
+}
+
+/// A Mesh deleted in a batch takes its contents with it (written by this
+/// batch or not), announced before the mesh; later ops see it gone, and may
+/// create it again.
+pub async fn batch_mesh_cascade(store: Arc<dyn ResourceStore>) {
+    let mesh = mk_mesh(&*store, "batch-cascade").await;
+    let mkey = mk_mesh_key(&mesh);
+    let x = mk_key(ResourceKind::MeshTimeout, &mesh, "x");
+    let y = mk_key(ResourceKind::Dataplane, &mesh, "y");
+    let z = mk_key(ResourceKind::MeshTimeout, &mesh, "z");
+    let n = mk_key(ResourceKind::MeshRetry, &mesh, "n");
+    let w = mk_key(ResourceKind::MeshRetry, &mesh, "w");
+    let keys: HashSet<_> = [&mkey, &x, &y, &z, &n, &w].into_iter().cloned().collect();
+    let mut rx = store.watch();
+    for k in [&x, &y, &z] {
+        store.create(k, mk_write(json!({}))).await.unwrap();
+    }
+    let setup: HashSet<_> = [&x, &y, &z].into_iter().cloned().collect();
+    collect_events(&mut rx, &setup, 3).await;
+    let results = store
+        .apply_batch(vec![
+            put(&z, json!({"z": 2}), Expect::Version(1)),
+            put(&n, json!({}), Expect::Absent),
+            del(&mkey, None),
+            put(&w, json!({}), Expect::Any),
+            put(&mkey, json!({}), Expect::Absent),
+            put(&w, json!({"w": 1}), Expect::Any),
+        ])
+        .await
+        .expect("batch");
+    assert!(matches!(&results[0], Ok(Applied::Updated(r)) if r.meta.version == 2));
+    assert!(matches!(&results[1], Ok(Applied::Created(_))));
+    assert_eq!(
+        results[2].as_ref().ok(),
+        Some(&Applied::Deleted {
+            key: mkey.clone(),
+            version: 1
+        })
+    );
+    assert!(
+        matches!(&results[3], Err(StoreError::MeshNotFound(m)) if m.as_str() == mesh),
+        "{:?}",
+        results[3]
+    );
+    assert!(matches!(&results[4], Ok(Applied::Created(r)) if r.meta.version == 1));
+    assert!(matches!(&results[5], Ok(Applied::Created(r)) if r.meta.version == 1));
+
+    for k in [&x, &y, &z, &n] {
+        assert!(
+            matches!(store.get(k).await, Err(StoreError::NotFound(_))),
+            "{k}"
+        );
+    }
+    assert_eq!(store.get(&mkey).await.unwrap().meta.version, 1);
+    assert_eq!(store.get(&w).await.unwrap().spec, json!({"w": 1}));
+    let mut in_mesh = Vec::new();
+    for kind in [
+        ResourceKind::MeshTimeout,
+        ResourceKind::MeshRetry,
+        ResourceKind::Dataplane,
+    ] {
+        let page = store
+            .list(&ListFilter::in_mesh(
+                kind,
+                MeshName::new(mesh.as_str()).unwrap(),
+            ))
+            .await
+            .unwrap();
+        in_mesh.extend(page.items.into_iter().map(|r| r.key));
+    }
+    assert_eq!(in_mesh, vec![w.clone()]);
+
+    let got = collect_events(&mut rx, &keys, 9).await;
+    assert_eq!(
+        got[..2],
+        [ev(ChangeOp::Updated, &z, 2), ev(ChangeOp::Created, &n, 1)]
+    );
+    assert!(
+        got[2..6].iter().all(|e| e.op == ChangeOp::Deleted),
+        "{got:?}"
+    );
+    let cascade: HashSet<_> = got[2..6]
+        .iter()
+        .map(|e| (e.key.clone(), e.version))
+        .collect();
+    let want: HashSet<_> = [
+        (x.clone(), 1),
+        (y.clone(), 1),
+        (z.clone(), 2),
+        (n.clone(), 1),
+    ]
+    .into();
+    assert_eq!(cascade, want, "{got:?}");
+    assert_eq!(
+        got[6..],
+        [
+            ev(ChangeOp::Deleted, &mkey, 1),
+            ev(ChangeOp::Created, &mkey, 1),
+            ev(ChangeOp::Created, &w, 1),
+        ],
+        "{got:?}"
+    );
+    drop_mesh(&*store, &mesh).await;
+}
+
+/// A large batch: once its first event is out, every one of its writes can
+/// be read (the feed announces committed batches only); conditional updates
+/// and deletes of all of it in one call each.
+pub async fn batch_all_or_nothing_visible(store: Arc<dyn ResourceStore>) {
+    const N: usize = 1200;
+    let mesh = mk_mesh(&*store, "batch-big").await;
+    let keys: Vec<_> = (0..N)
+        .map(|i| mk_key(ResourceKind::MeshTimeout, &mesh, &format!("t-{i:04}")))
+        .collect();
+    let key_set: HashSet<_> = keys.iter().cloned().collect();
+    let mut rx = store.watch();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let ops = keys
+        .iter()
+        .map(|k| put(k, timeout_spec(), Expect::Absent))
+        .collect();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move { store.apply_batch(ops).await })
+    };
+    let first = collect_events(&mut rx, &key_set, 1).await;
+    assert_eq!(first[0].op, ChangeOp::Created);
+    let filter = ListFilter::in_mesh(
+        ResourceKind::MeshTimeout,
+        MeshName::new(mesh.as_str()).unwrap(),
+    );
+    assert_eq!(
+        store.list(&filter).await.unwrap().total,
+        N,
+        "seen at the first event"
+    );
+    let (listed, shared) = (
+        store.list(&filter).await.unwrap(),
+        store.list_shared(&filter).await.unwrap(),
+    );
+    assert_eq!(shared.total, listed.total);
+    assert!(listed.items.iter().eq(shared.items.iter().map(|r| &**r)));
+    let results = writer.await.unwrap().expect("batch");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(Applied::Created(r)) if r.meta.version == 1))
+    );
+    let rest = collect_events(&mut rx, &key_set, N - 1).await;
+    assert!(
+        rest.iter()
+            .all(|e| e.op == ChangeOp::Created && e.version == 1)
+    );
+
+    let ops = keys
+        .iter()
+        .map(|k| put(k, json!({"updated": true}), Expect::Version(1)))
+        .collect();
+    let results = store.apply_batch(ops).await.expect("update batch");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(Applied::Updated(r)) if r.meta.version == 2))
+    );
+    let page = store.list(&filter).await.unwrap();
+    assert!(
+        page.items
+            .iter()
+            .all(|r| r.meta.version == 2 && r.spec == json!({"updated": true}))
+    );
+    let updates = collect_events(&mut rx, &key_set, N).await;
+    assert!(
+        updates
+            .iter()
+            .all(|e| e.op == ChangeOp::Updated && e.version == 2)
+    );
+
+    let ops = keys.iter().map(|k| del(k, Some(2))).collect();
+    let results = store.apply_batch(ops).await.expect("delete batch");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(Applied::Deleted { version: 2, .. })))
+    );
+    assert_eq!(store.list(&filter).await.unwrap().total, 0);
+    drop_mesh(&*store, &mesh).await;
 }
