@@ -120,34 +120,69 @@ pub fn split_delta_name(kind: ResourceKind, delta: &str) -> (String, Option<Stri
 
 /// JSON with object keys sorted, so that equal content hashes equally
 /// whatever order a backend (PostgreSQL JSONB) returns keys in.
-fn canonical(v: &Value, out: &mut String) {
+/// `v` as JSON with object keys sorted, written straight into `out`.
+fn canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            out.push('{');
+            out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
+                scalar(out, k);
+                out.push(b':');
                 canonical(&m[k], out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => scalar(out, other),
     }
+}
+
+/// A JSON key or scalar, written as `serde_json::to_string` writes it.
+fn scalar<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Writing into a Vec cannot fail, and strings and Values always serialize.
+    let _ = serde_json::to_writer(out, v);
+}
+
+/// [`Wire::version`] of content given by parts (no [`Wire`] needed).
+pub fn content_version(
+    name: &str,
+    mesh: Option<&str>,
+    labels: &BTreeMap<String, String>,
+    spec: &Value,
+    status: Option<&Value>,
+) -> String {
+    let mut s = Vec::with_capacity(256);
+    s.extend_from_slice(name.as_bytes());
+    s.push(b'\n');
+    s.extend_from_slice(mesh.unwrap_or("").as_bytes());
+    s.push(b'\n');
+    for (k, v) in labels {
+        s.extend_from_slice(k.as_bytes());
+        s.push(b'=');
+        s.extend_from_slice(v.as_bytes());
+        s.push(b'\n');
+    }
+    canonical(spec, &mut s);
+    s.push(b'\n');
+    if let Some(st) = status {
+        canonical(st, &mut s);
+    }
+    let digest = Sha256::digest(&s);
+    hex::encode(&digest[..10])
 }
 
 impl Wire {
@@ -171,24 +206,24 @@ impl Wire {
     /// can state what it holds (`initial_resource_versions`) after a restart
     /// without remembering anything the sender told it.
     pub fn version(&self) -> String {
-        let mut s = String::with_capacity(256);
-        s.push_str(&self.name);
-        s.push('\n');
-        s.push_str(self.mesh.as_deref().unwrap_or(""));
-        s.push('\n');
-        for (k, v) in &self.labels {
-            s.push_str(k);
-            s.push('=');
-            s.push_str(v);
-            s.push('\n');
-        }
-        canonical(&self.spec, &mut s);
-        s.push('\n');
-        if let Some(st) = &self.status {
-            canonical(st, &mut s);
-        }
-        let digest = Sha256::digest(s.as_bytes());
-        hex::encode(&digest[..10])
+        content_version(
+            &self.name,
+            self.mesh.as_deref(),
+            &self.labels,
+            &self.spec,
+            self.status.as_ref(),
+        )
+    }
+
+    /// Delta name and [`Wire::version`] of a stored resource, as
+    /// `Wire::from_resource(r)` would give them, without copying it.
+    pub fn name_and_version(r: &Resource) -> (String, String) {
+        let name = r.key.name().as_str();
+        let mesh = r.key.mesh().map(|m| m.as_str());
+        (
+            delta_name(name, mesh),
+            content_version(name, mesh, &r.meta.labels, &r.spec, r.status.as_ref()),
+        )
     }
 
     /// The store key this resource is written under.
@@ -267,9 +302,14 @@ impl Wire {
 
     /// The delta xDS envelope: name, content version and the packed resource.
     pub fn to_envoy(&self) -> EnvoyResource {
+        self.to_envoy_versioned(self.version())
+    }
+
+    /// [`Wire::to_envoy`] with the version already computed.
+    pub fn to_envoy_versioned(&self, version: String) -> EnvoyResource {
         EnvoyResource {
             name: self.delta_name(),
-            version: self.version(),
+            version,
             resource: Some(Any {
                 type_url: KUMA_RESOURCE_TYPE_URL.to_string(),
                 value: self.to_proto().encode_to_vec(),
@@ -467,6 +507,51 @@ pub fn accept_from_global(w: Wire) -> Result<Wire, MapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The former encoding (allocating per key and scalar): versions must not
+    /// change, or every zone would be sent everything again after an upgrade.
+    fn canonical_string(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical_string(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical_string(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_unchanged() {
+        let v = serde_json::json!({
+            "z": [1, -2.5, 1e300, true, null, "q\"uote\\ \u{1}é\n"],
+            "a": {"y": {}, "x": [], "\u{7f}k\"": 18446744073709551615u64},
+        });
+        let mut old = String::new();
+        canonical_string(&v, &mut old);
+        let mut new = Vec::new();
+        canonical(&v, &mut new);
+        assert_eq!(String::from_utf8(new).unwrap(), old);
+    }
     use chrono::Utc;
     use kuma_model::ResourceMeta;
     use serde_json::json;

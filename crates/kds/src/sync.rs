@@ -23,7 +23,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use futures::{Stream, StreamExt};
 use kuma_model::specs::{self, Context};
 use kuma_model::{Resource, ResourceKey, ResourceKind, Scope};
-use kuma_store::{ChangeOp, ListFilter, ResourceStore, StoreError, Write};
+use kuma_store::{BatchOp, ChangeOp, Expect, ListFilter, ResourceStore, StoreError, Write};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -92,7 +92,7 @@ where
     F: Fn(&Resource) -> Option<Wire> + Send + Sync + 'static,
 {
     async fn list(&self, kind: ResourceKind) -> Result<Vec<(ResourceKey, Wire)>, StoreError> {
-        let page = self.store.list(&ListFilter::all(kind)).await?;
+        let page = self.store.list_shared(&ListFilter::all(kind)).await?;
         Ok(page
             .items
             .iter()
@@ -100,7 +100,7 @@ where
             .collect())
     }
     async fn get(&self, key: &ResourceKey) -> Result<Option<Wire>, StoreError> {
-        match self.store.get(key).await {
+        match self.store.get_shared(key).await {
             Ok(r) => Ok((self.map)(&r)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -225,7 +225,7 @@ where
             let mut versions = s.acked.clone();
             for (name, (version, w)) in &s.desired {
                 if s.acked.get(name) != Some(version) {
-                    resources.push(w.to_envoy());
+                    resources.push(w.to_envoy_versioned(version.clone()));
                     versions.insert(name.clone(), version.clone());
                 }
             }
@@ -371,18 +371,18 @@ where
         &self,
         kind: ResourceKind,
     ) -> Result<HashMap<String, String>, StoreError> {
-        let page = self.store.list(&ListFilter::all(kind)).await?;
+        let page = self.store.list_shared(&ListFilter::all(kind)).await?;
         Ok(page
             .items
             .iter()
             .filter(|r| (self.owned)(r))
-            .map(|r| {
-                let w = Wire::from_resource(r);
-                (w.delta_name(), w.version())
-            })
+            .map(|r| Wire::name_and_version(r))
             .collect())
     }
 
+    /// The whole response as a few store batches ([`APPLY_CHUNK`] writes
+    /// each, one transaction apiece): validated, ownership checked and
+    /// unchanged resources skipped against one read of what is held locally.
     async fn apply(
         &self,
         kind: ResourceKind,
@@ -391,6 +391,11 @@ where
     ) -> Result<(), String> {
         let _guard = self.lock.lock().await;
         let mut errors = Vec::new();
+        let local = Local::read(&*self.store, kind, added.len() + removed.len())
+            .await
+            .map_err(|e| format!("{kind}: {e}"))?;
+        // Each op with the name errors about it are reported under.
+        let mut ops: Vec<(BatchOp, String)> = Vec::new();
         for w in added {
             let name = w.delta_name();
             let w = match (self.accept)(w) {
@@ -400,9 +405,38 @@ where
                     continue;
                 }
             };
-            if let Err(e) = self.upsert(w).await {
-                errors.push(format!("{kind} {name}: {e}"));
-            }
+            let (key, write) = match prepare(w) {
+                Ok(kw) => kw,
+                Err(e) => {
+                    errors.push(format!("{kind} {name}: {e}"));
+                    continue;
+                }
+            };
+            match local.get(&*self.store, &key).await {
+                Ok(Some(cur)) => {
+                    if !(self.owned)(&cur) {
+                        errors.push(format!("{kind} {name}: {NOT_OWNED}"));
+                        continue;
+                    }
+                    if same_content(&cur, &write) {
+                        continue;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    errors.push(format!("{kind} {name}: {e}"));
+                    continue;
+                }
+            };
+            // Unconditional, as a create that lost a race to a local writer
+            // always was: the ownership check above is what protects
+            // local resources.
+            let op = BatchOp::Put {
+                key,
+                write,
+                expect: Expect::Any,
+            };
+            ops.push((op, name));
         }
         for delta in removed {
             let (name, mesh) = split_delta_name(kind, &delta);
@@ -415,16 +449,46 @@ where
                 status: None,
             };
             let Ok(key) = wire.key() else { continue };
-            match self.store.get(&key).await {
-                Ok(r) if (self.owned)(&r) => match self.store.delete(&key, None).await {
-                    Ok(()) | Err(StoreError::NotFound(_)) => {}
-                    Err(e) => errors.push(format!("{kind} {delta}: {e}")),
-                },
-                Ok(_) => errors.push(format!(
+            match local.get(&*self.store, &key).await {
+                Ok(Some(r)) if (self.owned)(&r) => {
+                    let op = BatchOp::Delete {
+                        key,
+                        expected_version: Some(r.meta.version),
+                    };
+                    ops.push((op, delta));
+                }
+                Ok(Some(_)) => errors.push(format!(
                     "{kind} {delta}: not owned by this sync, not deleted"
                 )),
-                Err(StoreError::NotFound(_)) => {}
+                Ok(None) => {}
                 Err(e) => errors.push(format!("{kind} {delta}: {e}")),
+            }
+        }
+        drop(local);
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let (chunk, names): (Vec<BatchOp>, Vec<String>) =
+                ops.by_ref().take(APPLY_CHUNK).unzip();
+            let results = match self.store.apply_batch(chunk).await {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(format!("{kind}: {e}"));
+                    break;
+                }
+            };
+            for (result, name) in results.into_iter().zip(names) {
+                let outcome = match result {
+                    Ok(_) => Ok(()),
+                    // Only deletes are conditional: one that raced a local
+                    // write decides again on what is there now.
+                    Err(StoreError::NotFound(key) | StoreError::Conflict { key, .. }) => {
+                        self.delete_one(&key).await
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = outcome {
+                    errors.push(format!("{kind} {name}: {e}"));
+                }
             }
         }
         if errors.is_empty() {
@@ -435,59 +499,104 @@ where
     }
 }
 
+/// Writes per [`StoreSink::apply`] transaction: bounds the time one
+/// transaction holds the store's writer, and the size of one statement.
+pub const APPLY_CHUNK: usize = 1000;
+
+/// A response this large reads the whole kind once instead of key by key.
+const LIST_AT: usize = 32;
+
+const NOT_OWNED: &str = "a local resource with this name exists and is not owned by this sync";
+
+/// What the receiving store holds of one kind, for one response.
+enum Local {
+    Listed(HashMap<ResourceKey, Arc<Resource>>),
+    ByKey,
+}
+
+impl Local {
+    async fn read(
+        store: &dyn ResourceStore,
+        kind: ResourceKind,
+        n: usize,
+    ) -> Result<Self, StoreError> {
+        if n < LIST_AT {
+            return Ok(Local::ByKey);
+        }
+        // Listing costs what the kind holds, key by key what the response
+        // holds: list only when the response is a good part of the kind.
+        let count = ListFilter {
+            limit: Some(0),
+            ..ListFilter::all(kind)
+        };
+        let held = store.list(&count).await?.total;
+        if n.saturating_mul(4) < held {
+            return Ok(Local::ByKey);
+        }
+        let page = store.list_shared(&ListFilter::all(kind)).await?;
+        Ok(Local::Listed(
+            page.items.into_iter().map(|r| (r.key.clone(), r)).collect(),
+        ))
+    }
+
+    async fn get(
+        &self,
+        store: &dyn ResourceStore,
+        key: &ResourceKey,
+    ) -> Result<Option<Arc<Resource>>, StoreError> {
+        match self {
+            Local::Listed(m) => Ok(m.get(key).cloned()),
+            Local::ByKey => match store.get_shared(key).await {
+                Ok(r) => Ok(Some(r)),
+                Err(StoreError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+fn same_content(cur: &Resource, write: &Write) -> bool {
+    cur.meta.labels == write.labels && cur.spec == write.spec && cur.status == write.status
+}
+
+/// The local key and validated content of an accepted resource.
+fn prepare(w: Wire) -> Result<(ResourceKey, Write), String> {
+    let key = w.key().map_err(|e| e.to_string())?;
+    let ctx = Context {
+        kind: w.kind,
+        mesh: w.mesh.as_deref(),
+        name: &w.name,
+        labels: &w.labels,
+    };
+    let spec = specs::validate(&ctx, &w.spec).map_err(|v| {
+        v.iter()
+            .map(|v| format!("{}: {}", v.field, v.reason))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })?;
+    Ok((
+        key,
+        Write {
+            labels: w.labels,
+            spec,
+            status: w.status,
+        },
+    ))
+}
+
 impl<A, O> StoreSink<A, O>
 where
     O: Fn(&Resource) -> bool + Send + Sync + 'static,
 {
-    async fn upsert(&self, w: Wire) -> Result<(), String> {
-        let key = w.key().map_err(|e| e.to_string())?;
-        let ctx = Context {
-            kind: w.kind,
-            mesh: w.mesh.as_deref(),
-            name: &w.name,
-            labels: &w.labels,
-        };
-        let spec = specs::validate(&ctx, &w.spec).map_err(|v| {
-            v.iter()
-                .map(|v| format!("{}: {}", v.field, v.reason))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })?;
-        let write = Write {
-            labels: w.labels.clone(),
-            spec,
-            status: w.status.clone(),
-        };
-        match self.store.get(&key).await {
-            Ok(cur) => {
-                if !(self.owned)(&cur) {
-                    return Err(
-                        "a local resource with this name exists and is not owned by this sync"
-                            .into(),
-                    );
-                }
-                if cur.meta.labels == write.labels
-                    && cur.spec == write.spec
-                    && cur.status == write.status
-                {
-                    return Ok(());
-                }
-                self.store
-                    .update(&key, write, None)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            Err(StoreError::NotFound(_)) => match self.store.create(&key, write.clone()).await {
-                Ok(_) => Ok(()),
-                Err(StoreError::AlreadyExists(_)) => self
-                    .store
-                    .update(&key, write, None)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
+    /// One delete outside a batch (after a batch op raced a local writer).
+    async fn delete_one(&self, key: &ResourceKey) -> Result<(), String> {
+        match self.store.get(key).await {
+            Ok(r) if (self.owned)(&r) => match self.store.delete(key, None).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
                 Err(e) => Err(e.to_string()),
             },
+            Ok(_) => Err("not owned by this sync, not deleted".into()),
+            Err(StoreError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -567,5 +676,174 @@ where
         if let Some(tx) = &on_applied {
             let _ = tx.send(kind);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{ORIGIN_GLOBAL, accept_from_global};
+    use kuma_model::labels::ORIGIN;
+    use kuma_model::{MeshName, ResourceName};
+    use kuma_store::{MemoryStore, SqliteStore};
+    use serde_json::json;
+
+    fn spec(idle: &str) -> serde_json::Value {
+        json!({"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": idle}}]})
+    }
+
+    fn wire(name: &str, mesh: &str, spec: serde_json::Value) -> Wire {
+        Wire {
+            kind: ResourceKind::MeshTimeout,
+            name: name.into(),
+            mesh: Some(mesh.into()),
+            labels: [(ORIGIN.to_string(), ORIGIN_GLOBAL.to_string())].into(),
+            spec,
+            status: None,
+        }
+    }
+
+    fn key(name: &str) -> ResourceKey {
+        ResourceKey::new(
+            ResourceKind::MeshTimeout,
+            Some(MeshName::new("default").unwrap()),
+            ResourceName::new(name).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn from_global(r: &Resource) -> bool {
+        r.meta.labels.get(ORIGIN).map(String::as_str) == Some(ORIGIN_GLOBAL)
+    }
+
+    /// One response, every outcome: new, changed and unchanged resources,
+    /// invalid ones, a local resource in the way, a missing mesh, removals of
+    /// owned, foreign and absent resources. What is valid lands (in batches),
+    /// the rest is named in the NACK reason; large and small responses (one
+    /// read of the kind, or key by key) behave the same.
+    async fn one_response_every_outcome(store: Arc<dyn ResourceStore>, n_new: usize) {
+        let mesh = ResourceKey::new(
+            ResourceKind::Mesh,
+            None,
+            ResourceName::new("default").unwrap(),
+        )
+        .unwrap();
+        store
+            .create(
+                &mesh,
+                Write {
+                    labels: Default::default(),
+                    spec: json!({}),
+                    status: None,
+                },
+            )
+            .await
+            .unwrap();
+        let owned = |s: serde_json::Value| Write {
+            labels: [(ORIGIN.to_string(), ORIGIN_GLOBAL.to_string())].into(),
+            spec: s,
+            status: None,
+        };
+        store.create(&key("same"), owned(spec("1s"))).await.unwrap();
+        store
+            .create(&key("changed"), owned(spec("1s")))
+            .await
+            .unwrap();
+        store.create(&key("old"), owned(spec("1s"))).await.unwrap();
+        let local = Write {
+            labels: Default::default(),
+            spec: spec("9s"),
+            status: None,
+        };
+        store.create(&key("local"), local.clone()).await.unwrap();
+        let sink = StoreSink::new(store.clone(), accept_from_global, from_global);
+
+        let mut added: Vec<Wire> = (0..n_new)
+            .map(|i| wire(&format!("new-{i}"), "default", spec("20s")))
+            .collect();
+        added.push(wire("same", "default", spec("1s")));
+        added.push(wire("changed", "default", spec("2s")));
+        added.push(wire(
+            "bad",
+            "default",
+            json!({"targetRef": {"kind": "Nonsense"}}),
+        ));
+        added.push(wire("local", "default", spec("3s")));
+        added.push(wire("elsewhere", "missing", spec("3s")));
+        let mut not_global = wire("sneaky", "default", spec("3s"));
+        not_global.labels.clear();
+        added.push(not_global);
+        let removed = vec![
+            "old.default".into(),
+            "local.default".into(),
+            "gone.default".into(),
+        ];
+
+        let err = sink
+            .apply(ResourceKind::MeshTimeout, added, removed)
+            .await
+            .expect_err("NACK");
+        assert!(err.contains("MeshTimeout bad.default: "), "{err}");
+        assert!(
+            err.contains(&format!("MeshTimeout local.default: {NOT_OWNED}")),
+            "{err}"
+        );
+        assert!(
+            err.contains("MeshTimeout local.default: not owned by this sync, not deleted"),
+            "{err}"
+        );
+        assert!(
+            err.contains("MeshTimeout elsewhere.missing: mesh missing not found"),
+            "{err}"
+        );
+        assert!(err.contains("sneaky"), "{err}");
+        assert_eq!(err.matches("; ").count(), 4, "five problems: {err}");
+
+        for i in 0..n_new {
+            let r = store.get(&key(&format!("new-{i}"))).await.unwrap();
+            assert_eq!((r.meta.version, &r.spec), (1, &spec("20s")));
+        }
+        assert_eq!(
+            store.get(&key("same")).await.unwrap().meta.version,
+            1,
+            "unchanged: not rewritten"
+        );
+        let changed = store.get(&key("changed")).await.unwrap();
+        assert_eq!((changed.meta.version, &changed.spec), (2, &spec("2s")));
+        let l = store.get(&key("local")).await.unwrap();
+        assert_eq!((l.meta.version, &l.spec), (1, &local.spec));
+        for gone in ["old", "bad", "sneaky"] {
+            assert!(
+                matches!(store.get(&key(gone)).await, Err(StoreError::NotFound(_))),
+                "{gone}"
+            );
+        }
+
+        // A clean response is ACKed; applying it again writes nothing.
+        let again: Vec<Wire> = (0..n_new)
+            .map(|i| wire(&format!("new-{i}"), "default", spec("20s")))
+            .collect();
+        let mut feed = store.watch();
+        sink.apply(ResourceKind::MeshTimeout, again, vec![])
+            .await
+            .unwrap();
+        assert!(feed.try_recv().is_err(), "nothing rewritten");
+        for i in 0..n_new {
+            let r = store.get(&key(&format!("new-{i}"))).await.unwrap();
+            assert_eq!(r.meta.version, 1, "nothing rewritten");
+        }
+    }
+
+    #[tokio::test]
+    async fn small_response_key_by_key() {
+        one_response_every_outcome(Arc::new(MemoryStore::new()), 3).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_response_in_chunks_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(dir.path().join("kuma.db")).await.unwrap();
+        let store = Arc::new(kuma_store::CachedStore::new(inner).await.unwrap());
+        one_response_every_outcome(store, APPLY_CHUNK + 500).await;
     }
 }
