@@ -137,15 +137,23 @@ impl Drop for Proc {
 pub struct ControlPlane {
     pub api: String,
     pub dp_port: u16,
+    /// The KDS port (served in global mode).
+    pub kds_port: u16,
     pub work_dir: tempfile::TempDir,
     pub proc: Proc,
 }
 
 impl ControlPlane {
     pub async fn start(dp_auth: &str) -> Result<ControlPlane> {
+        Self::start_with(dp_auth, &[]).await
+    }
+
+    /// Starts one with extra `KUMA_*` settings (a global, or a zone of one).
+    pub async fn start_with(dp_auth: &str, envs: &[(&str, String)]) -> Result<ControlPlane> {
         let work_dir = tempfile::tempdir()?;
         let api_port = free_port();
         let dp_port = free_port();
+        let kds_port = free_port();
         let mut cmd = Command::new(bin_dir().join("kuma-cp"));
         cmd.arg("run")
             .env("KUMA_STORE_TYPE", "memory")
@@ -156,15 +164,16 @@ impl ControlPlane {
             .env("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE", dp_auth)
             .env("KUMA_API_SERVER_HTTPS_ENABLED", "false")
             .env("KUMA_API_SERVER_HTTPS_PORT", free_port().to_string())
-            .env(
-                "KUMA_MULTIZONE_GLOBAL_KDS_GRPC_PORT",
-                free_port().to_string(),
-            );
+            .env("KUMA_MULTIZONE_GLOBAL_KDS_GRPC_PORT", kds_port.to_string());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
         let proc = Proc::spawn("kuma-cp", cmd, work_dir.path())?;
         let api = format!("http://127.0.0.1:{api_port}");
         let cp = ControlPlane {
             api,
             dp_port,
+            kds_port,
             work_dir,
             proc,
         };

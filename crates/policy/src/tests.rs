@@ -298,7 +298,10 @@ fn proxies_selected_by_the_same_policies_share_one_computed_rule_set() {
     let w1 = set.rules_for(&proxy("web-1", &web));
     let w2 = set.rules_for(&proxy("web-2", &web));
     let d1 = set.rules_for(&proxy("db-1", &db));
-    assert!(Arc::ptr_eq(&w1.rules, &w2.rules), "same selection, one rule set");
+    assert!(
+        Arc::ptr_eq(&w1.rules, &w2.rules),
+        "same selection, one rule set"
+    );
     assert!(!Arc::ptr_eq(&w1.rules, &d1.rules));
     // Precedence is kept: the Dataplane-targeted policy merges last and wins.
     let labels = BTreeMap::new();
