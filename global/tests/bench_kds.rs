@@ -190,6 +190,7 @@ async fn resync(global_store: Arc<dyn ResourceStore>, label: &str) {
             }
         })
         .collect();
+    let start = Instant::now();
     for chunk in ops.chunks(1000) {
         let results = global_store
             .apply_batch(chunk.to_vec())
@@ -197,6 +198,10 @@ async fn resync(global_store: Arc<dyn ResourceStore>, label: &str) {
             .expect("seed");
         assert!(results.iter().all(Result::is_ok), "seed");
     }
+    println!(
+        "seed [{label}] 10k MeshTimeouts into the global store, apply_batch of 1000: {:?}",
+        start.elapsed()
+    );
     let global = start_global(global_store.clone(), gdir.path()).await;
     let zdir = tempfile::tempdir().expect("tmp");
     let store = zone_store(zdir.path()).await;
