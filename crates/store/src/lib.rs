@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  api-server / xDS / KDS
-//!        |  ResourceStore (get, list, create, update, delete, watch)
+//!        |  ResourceStore (get, list, create, update, delete, watch;
+//!        |  apply_batch: many writes in one transaction, as KDS applies a response)
 //!        v
 //!  memory | sqlite (embedded default) | postgres (multi-instance)
 //!        |  every committed write
