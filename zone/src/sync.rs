@@ -354,7 +354,7 @@ impl Sync {
 
             for name in b.dataplanes.get(&mesh).into_iter().flatten() {
                 let key = key(ResourceKind::Dataplane, &mesh_name, name)?;
-                match store.get(&key).await {
+                match store.get_shared(&key).await {
                     Ok(r) => match views::dataplane_view(&r) {
                         Ok(v) => {
                             ctx.dataplanes.insert(name.clone(), Arc::new(v));
@@ -376,7 +376,7 @@ impl Sync {
             let mut changed_services: BTreeSet<String> = BTreeSet::new();
             for name in b.services.get(&mesh).into_iter().flatten() {
                 let key = key(ResourceKind::MeshService, &mesh_name, name)?;
-                match store.get(&key).await {
+                match store.get_shared(&key).await {
                     Ok(r) => match views::mesh_service_view(&r) {
                         Ok(v) => {
                             if let Some(tag) = v
@@ -401,7 +401,7 @@ impl Sync {
             }
             for name in b.policies.get(&mesh).into_iter().flatten() {
                 let key = key(ResourceKind::MeshTimeout, &mesh_name, name)?;
-                match store.get(&key).await {
+                match store.get_shared(&key).await {
                     Ok(r) => {
                         state.timeouts.insert(name.clone(), views::policy_view(&r));
                     }

@@ -2,7 +2,10 @@
 
 use async_trait::async_trait;
 use kuma_model::{Resource, ResourceKey};
-use kuma_store::{ChangeEvent, ListFilter, ListPage, ResourceStore, StoreError, Write};
+use kuma_store::{
+    BatchOp, BatchResults, ChangeEvent, ListFilter, ListPage, ResourceStore, SharedPage,
+    StoreError, Write,
+};
 use kuma_telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +30,31 @@ impl ResourceStore for MeteredStore {
         let r = self.inner.get(key).await;
         self.metrics
             .observe_store("get", key.kind().name(), t.elapsed());
+        r
+    }
+
+    async fn get_shared(&self, key: &ResourceKey) -> Result<Arc<Resource>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.get_shared(key).await;
+        self.metrics
+            .observe_store("get", key.kind().name(), t.elapsed());
+        r
+    }
+
+    async fn list_shared(&self, filter: &ListFilter) -> Result<SharedPage, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.list_shared(filter).await;
+        self.metrics
+            .observe_store("list", filter.kind.name(), t.elapsed());
+        r
+    }
+
+    async fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<BatchResults, StoreError> {
+        let t = Instant::now();
+        // Batches mix kinds; they are observed under the kind of their first op.
+        let kind = ops.first().map(|op| op.key().kind().name()).unwrap_or("");
+        let r = self.inner.apply_batch(ops).await;
+        self.metrics.observe_store("batch", kind, t.elapsed());
         r
     }
 
@@ -73,5 +101,46 @@ impl ResourceStore for MeteredStore {
 
     fn watch(&self) -> broadcast::Receiver<ChangeEvent> {
         self.inner.watch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuma_model::{ResourceKind, ResourceName};
+    use kuma_store::{Expect, MemoryStore};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    /// The decorator must pass batches through: the trait's default would
+    /// split them into single writes (no transaction, one commit each).
+    #[tokio::test]
+    async fn batches_and_shared_reads_reach_the_inner_store_whole() {
+        let metrics = Metrics::new();
+        let store = MeteredStore::new(Arc::new(MemoryStore::new()), metrics.clone());
+        let mesh = |n: &str| {
+            ResourceKey::global(ResourceKind::Mesh, ResourceName::new(n).unwrap()).unwrap()
+        };
+        let put = |n: &str| BatchOp::Put {
+            key: mesh(n),
+            write: Write {
+                labels: BTreeMap::new(),
+                spec: json!({}),
+                status: None,
+            },
+            expect: Expect::Any,
+        };
+        let results = store.apply_batch(vec![put("a"), put("b")]).await.unwrap();
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(store.get_shared(&mesh("b")).await.unwrap().meta.version, 1);
+        let page = store
+            .list_shared(&ListFilter::all(ResourceKind::Mesh))
+            .await
+            .unwrap();
+        assert_eq!(page.total, 2);
+        let text = metrics.encode();
+        assert!(text.contains("operation=\"batch\""), "{text}");
+        assert!(!text.contains("operation=\"create\""), "{text}");
     }
 }

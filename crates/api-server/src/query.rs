@@ -3,7 +3,7 @@
 use crate::error::{ApiError, ApiResult};
 use axum::http::{HeaderMap, Uri, header};
 use kuma_model::{MeshName, ResourceKind};
-use kuma_store::{ListFilter, ListPage};
+use kuma_store::{ListFilter, SharedPage};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -125,10 +125,10 @@ impl ListParams {
         &self,
         headers: &HeaderMap,
         uri: &Uri,
-        page: ListPage,
+        page: SharedPage,
         render: impl Fn(&kuma_model::Resource) -> Value,
     ) -> Value {
-        let items: Vec<Value> = page.items.iter().map(render).collect();
+        let items: Vec<Value> = page.items.iter().map(|r| render(r)).collect();
         json!({ "total": page.total, "items": items, "next": self.next_url(headers, uri, page.total) })
     }
 }

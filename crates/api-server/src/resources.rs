@@ -161,7 +161,7 @@ async fn list(
     };
     let page = state
         .store
-        .list(&params.filter(kind, mesh))
+        .list_shared(&params.filter(kind, mesh))
         .await
         .map_err(|e| ApiError::from_store("Could not list resources", e))?;
     Ok(Json(
@@ -183,7 +183,7 @@ async fn find(
     let key = key_from_url(kind, mesh.as_deref(), &name)?;
     let r = state
         .store
-        .get(&key)
+        .get_shared(&key)
         .await
         .map_err(|e| ApiError::from_store("Could not retrieve a resource", e))?;
     let mut resp = Json(r.to_kuma_json()).into_response();
