@@ -484,23 +484,18 @@ impl Sync {
                 state.timeouts_dirty = false;
             }
             for name in proxies {
-                if !state.connected.contains_key(&name) {
-                    continue;
-                }
-                let Some(dp) = state.ctx.dataplanes.get(&name).cloned() else {
+                let Some(deps) = state.connected.get_mut(&name) else {
                     continue;
                 };
-                let meta = state
-                    .connected
-                    .get(&name)
-                    .map(|d| d.meta)
-                    .unwrap_or_default();
-                let plan = generate_with(&state.ctx, &state.endpoints, &dp, meta);
+                let Some(dp) = state.ctx.dataplanes.get(&name) else {
+                    continue;
+                };
+                let meta = deps.meta;
+                let plan = generate_with(&state.ctx, &state.endpoints, dp, meta);
                 for w in &plan.warnings {
                     debug!(%mesh, %name, warning = %w, "generation warning");
                 }
-                let deps = deps_of(&plan.resources, &dp, meta);
-                state.connected.insert(name.clone(), deps);
+                *deps = deps_of(&plan.resources, dp, meta);
                 generated += 1;
                 if self
                     .cache

@@ -121,9 +121,10 @@ impl SnapshotCache {
     pub fn set(&self, node_id: &str, plans: &[ResourcePlan]) -> bool {
         let snap = Arc::new(self.build(plans));
         let mut proxies = self.proxies.lock().expect("cache lock");
-        let tx = proxies
-            .entry(node_id.to_string())
-            .or_insert_with(|| watch::channel(None).0);
+        if !proxies.contains_key(node_id) {
+            proxies.insert(node_id.to_string(), watch::channel(None).0);
+        }
+        let tx = &proxies[node_id];
         tx.send_if_modified(|cur| {
             if cur.as_ref().is_some_and(|c| c.same_as(&snap)) {
                 false
