@@ -1,5 +1,6 @@
 //! `kuma-dp`: fetches the bootstrap from the control plane, runs Envoy with it,
-//! serves readiness, and forwards SIGTERM/SIGINT to Envoy after a drain.
+//! serves readiness and the application probe proxy, and forwards SIGTERM/SIGINT
+//! to Envoy after a drain.
 
 mod cli;
 mod template;
@@ -8,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use clap::Parser;
 use cli::{Cli, Command, RunArgs, go_duration};
+use kuma_dp_bin::probes;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -178,6 +180,10 @@ async fn run(args: RunArgs) -> Result<i32> {
         );
     }
     let (resource, mesh, name) = dataplane(&args)?;
+    let template_address = resource
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        .and_then(|v| v["networking"]["address"].as_str().map(str::to_string));
     let token = match (&args.dataplane_token_file, &args.dataplane_token) {
         (Some(f), _) => std::fs::read_to_string(f)
             .with_context(|| format!("reading {}", f.display()))?
@@ -232,6 +238,15 @@ async fn run(args: RunArgs) -> Result<i32> {
     let admin_port = bootstrap_json["admin"]["address"]["socket_address"]["port_value"]
         .as_u64()
         .unwrap_or(9901);
+    // Kuma probes `kumaSidecarConfiguration.networking.address` of the
+    // bootstrap response; the template's address stands in when the control
+    // plane does not send it.
+    let probe_target = resp["kumaSidecarConfiguration"]["networking"]["address"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .or(template_address)
+        .unwrap_or_else(|| "127.0.0.1".into());
     let bootstrap_path: PathBuf = work_dir.join("bootstrap.yaml");
     std::fs::write(&bootstrap_path, &bootstrap)
         .with_context(|| format!("writing {}", bootstrap_path.display()))?;
@@ -255,6 +270,11 @@ async fn run(args: RunArgs) -> Result<i32> {
     let pid = envoy.id().ok_or_else(|| anyhow!("Envoy exited at once"))?;
     info!(pid, admin_port, "Envoy started");
     tokio::spawn(readiness(args.readiness_port, admin_port));
+    let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
+    let prober = start_probe_proxy(args.application_probe_proxy_port, probe_target, async {
+        let _ = probes_stopped.await;
+    })
+    .await;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -264,7 +284,45 @@ async fn run(args: RunArgs) -> Result<i32> {
         _ = int.recv() => shutdown(&mut envoy, pid, admin_port, drain).await?,
     };
     info!(%status, "Envoy exited");
+    let _ = stop_probes.send(());
+    if let Some(task) = prober {
+        // Graceful: in-flight probes finish, each bounded by its own timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     Ok(status.code().unwrap_or(1))
+}
+
+/// Starts the application probe proxy unless `port` is 0 (disabled, as in
+/// Kuma). A port that cannot be bound is reported and skipped, like the
+/// readiness endpoint; Kuma stops kuma-dp instead, but several kuma-dp on one
+/// host (universal, the e2e suites) would then all need their own port.
+async fn start_probe_proxy(
+    port: u16,
+    target: String,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if port == 0 {
+        info!("application probe proxy disabled (port 0)");
+        return None;
+    }
+    let prober = match probes::Prober::new(target) {
+        Ok(p) => p,
+        Err(error) => {
+            warn!(%error, "application probe proxy not started");
+            return None;
+        }
+    };
+    match probes::bind(port).await {
+        Ok(listener) => Some(tokio::spawn(async move {
+            if let Err(error) = prober.serve(listener, stop).await {
+                warn!(%error, "application probe proxy failed");
+            }
+        })),
+        Err(error) => {
+            warn!(port, %error, "application probe proxy not started (set KUMA_APPLICATION_PROBE_PROXY_PORT)");
+            None
+        }
+    }
 }
 
 /// Stops taking new inbound connections, lets the rest drain, then stops Envoy.

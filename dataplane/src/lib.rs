@@ -1,0 +1,3 @@
+//! Library side of kuma-dp: the parts tests drive without the binary.
+
+pub mod probes;
