@@ -49,6 +49,17 @@ pub fn ensure_envoy() {
 
 pub use kuma_testkit::free_port;
 
+/// `GET url` with a 5 s timeout: `(status, body)`, or `None` when no response came.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let r = client.get(url).send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.unwrap_or_default()))
+}
+
 /// Polls `check` until it returns `Some`, failing with `what` after `limit`.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
 where

@@ -4,21 +4,13 @@
 //! the Envoy of every proxy in both zones, while traffic keeps flowing in each.
 
 use anyhow::{Context, Result, bail};
-use kuma_e2e::{App, ControlPlane, Proxy, ProxySpec, bin_dir, free_port, wait_for};
+use kuma_e2e::{
+    App, ControlPlane, Proxy, ProxySpec, bin_dir, free_port, http_get as get, wait_for,
+};
 use kuma_store::testing::TestPostgres;
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let r = client.get(url).send().await.ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.unwrap_or_default()))
-}
 
 async fn put(url: &str, body: serde_json::Value) -> Result<()> {
     let r = reqwest::Client::new().put(url).json(&body).send().await?;

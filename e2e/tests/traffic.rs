@@ -1,19 +1,11 @@
 //! client -> web's Envoy (outbound) -> backend's Envoy (inbound) -> backend app,
 //! with real kuma-cp, kuma-dp and Envoy 1.40.
 
-use kuma_e2e::{App, ControlPlane, Proxy, ProxySpec, free_port, resolve_a, wait_for};
+use kuma_e2e::{
+    App, ControlPlane, Proxy, ProxySpec, free_port, http_get as get, resolve_a, wait_for,
+};
 use serde_json::json;
 use std::time::Duration;
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let r = client.get(url).send().await.ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.unwrap_or_default()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_balances_fails_over_and_follows_mesh_timeout() -> anyhow::Result<()> {
