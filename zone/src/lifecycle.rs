@@ -16,7 +16,7 @@ use kuma_model::resource::ResourceInput;
 use kuma_model::resource::format_time;
 use kuma_model::specs::{self, Context};
 use kuma_model::{MeshName, ResourceKey, ResourceKind, ResourceName};
-use kuma_store::{ResourceStore, StoreError, Write};
+use kuma_store::{BatchOp, Expect, ResourceStore, StoreError, Write};
 use kuma_xds::ResourceType;
 use kuma_xds::input::DataplaneView;
 use kuma_xds::server::{StreamEvent, StreamEvents};
@@ -249,48 +249,67 @@ impl Lifecycle {
                 .filter_map(|id| st.subscriptions.get(id).cloned())
                 .collect()
         };
-        for sub in dirty {
-            self.write_insight(&sub).await;
+        // One store batch per chunk (one transaction each) instead of a
+        // write per proxy: after a mesh-wide change every stream is dirty.
+        for chunk in dirty.chunks(FLUSH_BATCH) {
+            let mut ops = Vec::with_capacity(chunk.len());
+            let mut pending = Vec::with_capacity(chunk.len());
+            for sub in chunk {
+                let Some(key) = insight_key(sub) else {
+                    continue;
+                };
+                let (expect, subs) = match self.store.get_shared(&key).await {
+                    Ok(r) => (Expect::Version(r.meta.version), subscriptions_of(&r.spec)),
+                    Err(StoreError::NotFound(_)) => (Expect::Absent, Vec::new()),
+                    Err(error) => {
+                        warn!(%error, "reading insight failed");
+                        continue;
+                    }
+                };
+                ops.push(BatchOp::Put {
+                    key,
+                    write: insight_write(subs, sub.to_json(&self.instance_id)),
+                    expect,
+                });
+                pending.push(sub);
+            }
+            let results = match self.store.apply_batch(ops).await {
+                Ok(r) => r,
+                Err(error) => {
+                    warn!(%error, "writing insights failed");
+                    continue;
+                }
+            };
+            for (sub, result) in pending.into_iter().zip(results) {
+                match result {
+                    Ok(_) => {}
+                    // Someone else (another instance, a deregistration) wrote
+                    // in between: redo this one with a fresh read.
+                    Err(StoreError::Conflict { .. }) | Err(StoreError::AlreadyExists(_)) => {
+                        self.write_insight(sub).await
+                    }
+                    Err(error) => warn!(%error, "writing insight failed"),
+                }
+            }
         }
     }
 
     async fn write_insight(&self, sub: &Subscription) {
-        let Ok(m) = MeshName::new(sub.mesh.as_str()) else {
+        let Some(key) = insight_key(sub) else {
             return;
         };
-        let Ok(n) = ResourceName::new(sub.name.as_str()) else {
-            return;
-        };
-        let key = ResourceKey::in_mesh(ResourceKind::DataplaneInsight, m, n).expect("mesh-scoped");
         let mine = sub.to_json(&self.instance_id);
         for _ in 0..3 {
-            let existing = self.store.get(&key).await;
-            let (mut subs, version) = match &existing {
-                Ok(r) => (
-                    r.spec["subscriptions"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default(),
-                    Some(r.meta.version),
-                ),
+            let existing = self.store.get_shared(&key).await;
+            let (subs, version) = match &existing {
+                Ok(r) => (subscriptions_of(&r.spec), Some(r.meta.version)),
                 Err(StoreError::NotFound(_)) => (Vec::new(), None),
                 Err(error) => {
                     warn!(%error, "reading insight failed");
                     return;
                 }
             };
-            match subs.iter_mut().find(|s| s["id"] == mine["id"]) {
-                Some(s) => *s = mine.clone(),
-                None => subs.push(mine.clone()),
-            }
-            if subs.len() > KEEP_SUBSCRIPTIONS {
-                subs.drain(..subs.len() - KEEP_SUBSCRIPTIONS);
-            }
-            let write = Write {
-                labels: BTreeMap::new(),
-                spec: json!({ "subscriptions": subs }),
-                status: None,
-            };
+            let write = insight_write(subs, mine.clone());
             let result = match version {
                 Some(v) => self.store.update(&key, write, Some(v)).await.map(|_| ()),
                 None => self.store.create(&key, write).await.map(|_| ()),
@@ -500,5 +519,38 @@ impl StreamEvents for Lifecycle {
             }
         }
         st.dirty.insert(stream_id);
+    }
+}
+
+/// Streams whose insights are written in one store batch.
+const FLUSH_BATCH: usize = 500;
+
+fn insight_key(sub: &Subscription) -> Option<ResourceKey> {
+    let m = MeshName::new(sub.mesh.as_str()).ok()?;
+    let n = ResourceName::new(sub.name.as_str()).ok()?;
+    ResourceKey::in_mesh(ResourceKind::DataplaneInsight, m, n).ok()
+}
+
+fn subscriptions_of(spec: &Value) -> Vec<Value> {
+    spec["subscriptions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// An insight's content with `mine` replacing its earlier self (same `id`),
+/// keeping the latest [`KEEP_SUBSCRIPTIONS`].
+fn insight_write(mut subs: Vec<Value>, mine: Value) -> Write {
+    match subs.iter_mut().find(|s| s["id"] == mine["id"]) {
+        Some(s) => *s = mine,
+        None => subs.push(mine),
+    }
+    if subs.len() > KEEP_SUBSCRIPTIONS {
+        subs.drain(..subs.len() - KEEP_SUBSCRIPTIONS);
+    }
+    Write {
+        labels: BTreeMap::new(),
+        spec: json!({ "subscriptions": subs }),
+        status: None,
     }
 }

@@ -145,6 +145,30 @@ async fn proxies_register_get_insights_and_deregister() {
         insight.spec
     );
 
+    // The periodic flush (batched) records what was sent and acknowledged
+    // (the ACK above is processed asynchronously: flush until it shows).
+    let counts = |spec: &serde_json::Value, field: &str| {
+        spec["subscriptions"][0]["status"]["total"][field]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    wait_until(|| {
+        let (store, key, lifecycle) =
+            (store.clone(), insight_key.clone(), server.lifecycle.clone());
+        async move {
+            lifecycle.flush().await;
+            let spec = store.get(&key).await.unwrap().spec;
+            counts(&spec, "responsesAcknowledged").is_some_and(|n| n >= 1)
+        }
+    })
+    .await;
+    let spec = store.get(&insight_key).await.unwrap().spec;
+    assert!(
+        counts(&spec, "responsesSent").is_some_and(|n| n >= 1),
+        "{spec}"
+    );
+    assert_eq!(counts(&spec, "responsesRejected"), Some(0), "{spec}");
+
     // The generated MeshService appears for the kuma.io/service tag.
     let ms_key = ResourceKey::in_mesh(
         ResourceKind::MeshService,
