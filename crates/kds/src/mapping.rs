@@ -41,7 +41,7 @@ const GLOBAL_ONLY_SECRETS: &[&str] = &[
 /// Why a received resource cannot be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
-    #[error("resource {name:?}: payload is not a KumaResource: {reason}")]
+    #[error("resource {name:?}: cannot decode: {reason}")]
     Decode { name: String, reason: String },
     #[error("resource {name:?}: {reason}")]
     Invalid { name: String, reason: String },
@@ -243,12 +243,24 @@ impl Wire {
         ResourceKey::new(self.kind, mesh, name).map_err(|e| invalid(e.to_string()))
     }
 
-    /// Kuma's KumaResource: spec and status as JSON inside `Any` with an
-    /// empty type URL, which is how Kuma carries its non-protobuf kinds.
+    /// Kuma's KumaResource. The spec of a kind Kuma defines in protobuf
+    /// (Mesh, Dataplane, Secret… see [`crate::legacy`]) is that message in
+    /// `Any` under its type URL; every other spec, and status, is JSON
+    /// inside `Any` with an empty type URL, which is how Kuma carries its
+    /// non-protobuf kinds. A spec with no protobuf form (a field Kuma's
+    /// message lacks) falls back to JSON, which our own peers still read.
     pub fn to_proto(&self) -> KumaResource {
         let json_any = |v: &Value| Any {
             type_url: String::new(),
             value: serde_json::to_vec(v).unwrap_or_default(),
+        };
+        let spec = match crate::legacy::encode(self.kind, &self.spec) {
+            Some(Ok(any)) => any,
+            Some(Err(reason)) => {
+                tracing::warn!(resource = %self.delta_name(), %reason, "sending spec as JSON");
+                json_any(&self.spec)
+            }
+            None => json_any(&self.spec),
         };
         let has_status = self.kind.descriptor().has_status;
         KumaResource {
@@ -258,7 +270,7 @@ impl Wire {
                 version: String::new(),
                 labels: self.labels.clone().into_iter().collect(),
             }),
-            spec: Some(json_any(&self.spec)),
+            spec: Some(spec),
             status: if has_status {
                 self.status.as_ref().map(json_any)
             } else {
@@ -273,10 +285,16 @@ impl Wire {
         let decode = |a: &Any| -> Result<Value, MapError> {
             serde_json::from_slice(&a.value).map_err(|e| MapError::Decode {
                 name: name.clone(),
-                reason: format!("content is not JSON: {e}"),
+                reason: format!("{kind} content is not JSON: {e}"),
             })
         };
         let spec = match &kr.spec {
+            Some(a) if !a.type_url.is_empty() => {
+                crate::legacy::decode(kind, a).map_err(|reason| MapError::Decode {
+                    name: name.clone(),
+                    reason,
+                })?
+            }
             Some(a) => decode(a)?,
             None => Value::Object(Default::default()),
         };
