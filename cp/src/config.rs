@@ -6,6 +6,7 @@
 //! documented without being wired, or wired without being documented.
 
 use anyhow::{Context, Result, anyhow, bail};
+use kuma_model::specs::common::Duration;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ pub struct CpConfig {
     pub store: StoreConfig,
     pub api_server: ApiServerConfig,
     pub dp_server: DpServerConfig,
+    pub xds_server: XdsServerConfig,
+    pub ipam: IpamConfig,
     pub diagnostics: DiagnosticsConfig,
     pub general: GeneralConfig,
     pub multizone: MultizoneConfig,
@@ -95,6 +98,34 @@ pub struct DpServerAuthn {
 pub struct DpProxyAuthn {
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsServerConfig {
+    pub dataplane_status_flush_interval: Duration,
+    pub dataplane_deregistration_delay: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamConfig {
+    pub mesh_service: IpamRange,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamRange {
+    pub cidr: String,
+}
+
+impl IpamRange {
+    /// `a.b.c.d/len` as an IPv4 network and prefix length.
+    pub fn parse(&self) -> Option<(std::net::Ipv4Addr, u8)> {
+        let (ip, len) = self.cidr.split_once('/')?;
+        let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+        Some((ip.parse().ok()?, len))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -312,7 +343,16 @@ pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result
     // A key the file set to null falls back to its default type's zero value.
     let config: CpConfig = serde_path_to_error::deserialize(merged.clone()).map_err(|e| {
         let key = e.path().to_string();
-        anyhow!("invalid configuration value at {key}: {}", e.into_inner())
+        // Name the variable too, when one sets this key.
+        let var = env_bindings(DEFAULTS_YAML)
+            .into_iter()
+            .find(|b| b.path.join(".") == key)
+            .map(|b| format!(" ({})", b.var))
+            .unwrap_or_default();
+        anyhow!(
+            "invalid configuration value at {key}{var}: {}",
+            e.into_inner()
+        )
     })?;
     validate(&config)?;
     Ok(Loaded {
@@ -369,6 +409,33 @@ fn validate(c: &CpConfig) -> Result<()> {
     if c.api_server.max_request_body_bytes == 0 {
         bail!(
             "invalid value 0 for apiServer.maxRequestBodyBytes (KUMA_API_SERVER_MAX_REQUEST_BODY_BYTES)"
+        );
+    }
+    if c.ipam.mesh_service.parse().is_none() {
+        bail!(
+            "invalid value {:?} for ipam.meshService.cidr (KUMA_IPAM_MESH_SERVICE_CIDR): expected an IPv4 CIDR such as 241.0.0.0/8",
+            c.ipam.mesh_service.cidr
+        );
+    }
+    for (key, var, d) in [
+        (
+            "xdsServer.dataplaneStatusFlushInterval",
+            "KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL",
+            &c.xds_server.dataplane_status_flush_interval,
+        ),
+        (
+            "xdsServer.dataplaneDeregistrationDelay",
+            "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY",
+            &c.xds_server.dataplane_deregistration_delay,
+        ),
+    ] {
+        if d.is_negative() {
+            bail!("invalid value {d} for {key} ({var}): must not be negative");
+        }
+    }
+    if c.xds_server.dataplane_status_flush_interval.is_zero() {
+        bail!(
+            "invalid value 0 for xdsServer.dataplaneStatusFlushInterval (KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL): must be positive"
         );
     }
     if c.api_server.authn.kind != "tokens" {
@@ -450,7 +517,7 @@ mod tests {
     fn env_overrides_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("cp.yaml");
-        std::fs::write(&f, "mode: global\napiServer:\n  http:\n    port: 7000\nxdsServer:\n  dataplaneStatusFlushInterval: 1s\n").unwrap();
+        std::fs::write(&f, "mode: global\napiServer:\n  http:\n    port: 7000\nmonitoringAssignmentServer:\n  port: 5676\n").unwrap();
         let l = load(
             Some(&f),
             env(&[
@@ -462,7 +529,7 @@ mod tests {
         assert_eq!(l.config.mode, "global");
         assert_eq!(l.config.api_server.http.port, 7001);
         assert!(l.config.defaults.skip_mesh_creation);
-        assert_eq!(l.ignored_keys, vec!["xdsServer"]);
+        assert_eq!(l.ignored_keys, vec!["monitoringAssignmentServer"]);
     }
 
     #[test]
@@ -490,6 +557,67 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("KUMA_DEFAULTS_SKIP_MESH_CREATION"), "{e}");
+    }
+
+    #[test]
+    fn xds_and_ipam_settings_use_kumas_variables() {
+        let l = load(None, env(&[])).unwrap();
+        assert_eq!(
+            l.config.ipam.mesh_service.parse(),
+            Some(("241.0.0.0".parse().unwrap(), 8))
+        );
+        assert_eq!(
+            l.config.xds_server.dataplane_deregistration_delay.as_std(),
+            Some(std::time::Duration::from_secs(10))
+        );
+        let l = load(
+            None,
+            env(&[
+                ("KUMA_IPAM_MESH_SERVICE_CIDR", "10.20.0.0/16"),
+                ("KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY", "0s"),
+                ("KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL", "1m30s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.config.ipam.mesh_service.parse(),
+            Some(("10.20.0.0".parse().unwrap(), 16))
+        );
+        assert!(l.config.xds_server.dataplane_deregistration_delay.is_zero());
+        assert_eq!(
+            l.config.xds_server.dataplane_status_flush_interval.as_std(),
+            Some(std::time::Duration::from_secs(90))
+        );
+        for (var, value, key) in [
+            (
+                "KUMA_IPAM_MESH_SERVICE_CIDR",
+                "241.0.0.0",
+                "ipam.meshService.cidr",
+            ),
+            (
+                "KUMA_IPAM_MESH_SERVICE_CIDR",
+                "241.0.0.0/33",
+                "ipam.meshService.cidr",
+            ),
+            (
+                "KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY",
+                "-1s",
+                "xdsServer.dataplaneDeregistrationDelay",
+            ),
+            (
+                "KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL",
+                "0s",
+                "xdsServer.dataplaneStatusFlushInterval",
+            ),
+            (
+                "KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL",
+                "often",
+                "xdsServer.dataplaneStatusFlushInterval",
+            ),
+        ] {
+            let e = load(None, env(&[(var, value)])).err().unwrap().to_string();
+            assert!(e.contains(var) && e.contains(key), "{var}={value}: {e}");
+        }
     }
 
     #[test]

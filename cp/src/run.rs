@@ -254,6 +254,16 @@ pub async fn run(loaded: Loaded) -> Result<()> {
             .map_err(anyhow::Error::msg)?;
         dp.zone = c.multizone.zone.name.clone();
         dp.instance_id = hostname();
+        // Validated at load: a CIDR, durations not negative.
+        if let Some(cidr) = c.ipam.mesh_service.parse() {
+            dp.vip_cidr = cidr;
+        }
+        if let Some(d) = c.xds_server.dataplane_deregistration_delay.as_std() {
+            dp.deregistration_delay = d;
+        }
+        if let Some(d) = c.xds_server.dataplane_status_flush_interval.as_std() {
+            dp.status_flush_interval = d;
+        }
         let server = kuma_zone::DpServer::start(dp, store.clone())
             .await
             .context("cannot start the dp-server (set KUMA_DP_SERVER_PORT to use another port)")?;

@@ -227,3 +227,37 @@ fn postgres_needs_migrations_then_two_instances_share_one_database() {
     let (_, meshes) = http("GET", b.api, "/meshes", None);
     assert!(meshes.contains("\"total\":1"), "{meshes}");
 }
+
+#[test]
+fn mesh_service_vips_come_from_kuma_ipam_mesh_service_cidr() {
+    let work = tempfile::tempdir().unwrap();
+    let cp = start(
+        work.path(),
+        &[
+            ("KUMA_STORE_TYPE", "memory".into()),
+            ("KUMA_IPAM_MESH_SERVICE_CIDR", "10.200.0.0/16".into()),
+        ],
+    );
+    let dp = r#"{"type": "Dataplane", "mesh": "default", "name": "web-1",
+        "networking": {"address": "127.0.0.1",
+          "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}]}}"#;
+    let (status, body) = http("PUT", cp.api, "/meshes/default/dataplanes/web-1", Some(dp));
+    assert!(status == 201 || status == 200, "{status} {body}");
+    // The MeshService generated from the kuma.io/service tag gets its VIP there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http("GET", cp.api, "/meshes/default/meshservices/web", None);
+        if status == 200 {
+            let ms: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if let Some(ip) = ms["status"]["vips"][0]["ip"].as_str() {
+                assert!(ip.starts_with("10.200."), "{ms}");
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no VIP after 30 s: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -44,8 +44,12 @@ pub struct DpServerConfig {
     pub work_dir: PathBuf,
     pub auth: DpAuth,
     pub ads_api: AdsApi,
-    /// How long a disconnected proxy's Dataplane is kept before it is deleted.
+    /// How long a disconnected proxy's Dataplane is kept before it is deleted
+    /// (`KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY`).
     pub deregistration_delay: Duration,
+    /// How often DataplaneInsights (sent/ACK/NACK counts) are written
+    /// (`KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL`).
+    pub status_flush_interval: Duration,
     /// Quiet time that batches store changes before proxies are regenerated.
     pub debounce: Duration,
     /// Where MeshService VIPs are allocated from (Kuma's default 241.0.0.0/8).
@@ -67,6 +71,7 @@ impl DpServerConfig {
             auth: DpAuth::DpToken,
             ads_api: AdsApi::Delta,
             deregistration_delay: Duration::from_secs(10),
+            status_flush_interval: Duration::from_secs(10),
             debounce: Duration::from_millis(20),
             vip_cidr: (Ipv4Addr::new(241, 0, 0, 0), 8),
             instance_id: std::env::var("HOSTNAME").unwrap_or_else(|_| "kuma-cp".into()),

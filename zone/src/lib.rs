@@ -89,6 +89,7 @@ impl DpServer {
             sync.clone(),
             config.instance_id.clone(),
             config.deregistration_delay,
+            config.status_flush_interval,
         );
         let authenticator =
             auth::DpAuthenticator::new(config.auth, Arc::new(TokenService::new(store.clone())));

@@ -207,7 +207,6 @@ struct LifecycleState {
 }
 
 /// How often counts are written to DataplaneInsights.
-const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How many past subscriptions an insight keeps.
 const KEEP_SUBSCRIPTIONS: usize = 5;
@@ -218,6 +217,7 @@ impl Lifecycle {
         sync: SyncHandle,
         instance_id: String,
         deregistration_delay: Duration,
+        flush_interval: Duration,
     ) -> Arc<Self> {
         let me = Arc::new(Lifecycle {
             store,
@@ -229,8 +229,8 @@ impl Lifecycle {
         // Counts are written in batches, not per response.
         let weak = Arc::downgrade(&me);
         tokio::spawn(async move {
-            // Like Kuma (KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL), every 10 s.
-            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+            // KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL, 10 s by default.
+            let mut tick = tokio::time::interval(flush_interval.max(Duration::from_millis(10)));
             loop {
                 tick.tick().await;
                 let Some(me) = weak.upgrade() else { return };
