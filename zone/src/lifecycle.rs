@@ -206,8 +206,6 @@ struct LifecycleState {
     dirty: HashSet<u64>,
 }
 
-/// How often counts are written to DataplaneInsights.
-
 /// How many past subscriptions an insight keeps.
 const KEEP_SUBSCRIPTIONS: usize = 5;
 
