@@ -461,18 +461,58 @@ struct SotwType {
     nonce: Option<String>,
 }
 
-fn sotw_response(
-    t: ResourceType,
-    state: &SotwType,
-    snap: &Snapshot,
-) -> (String, Vec<envoy_types::pb::google::protobuf::Any>) {
-    let empty = BTreeMap::new();
-    let all = snap.of_type(t).unwrap_or(&empty);
-    let wanted = all
-        .iter()
-        .filter(|(n, _)| (t.is_wildcard() && state.names.is_empty()) || state.names.contains(*n));
-    let version = set_version(wanted.clone());
-    (version, wanted.map(|(_, r)| r.any.clone()).collect())
+struct SotwStream {
+    types: BTreeMap<ResourceType, SotwType>,
+    nonce: u64,
+    /// The clusters (name -> version) of the latest CDS response.
+    sent_clusters: HashMap<String, Arc<str>>,
+}
+
+impl SotwStream {
+    /// The response that brings the client of type `t` up to `snap`, if any is needed.
+    fn response(&mut self, t: ResourceType, snap: &Snapshot) -> Option<DiscoveryResponse> {
+        let state = self.types.get_mut(&t)?;
+        let empty = BTreeMap::new();
+        let all = snap.of_type(t).unwrap_or(&empty);
+        let wanted = all.iter().filter(|(n, _)| {
+            (t.is_wildcard() && state.names.is_empty()) || state.names.contains(*n)
+        });
+        let version = set_version(wanted.clone());
+        if state.sent_version.as_ref() == Some(&version) {
+            return None;
+        }
+        let resources = wanted.clone().map(|(_, r)| r.any.clone()).collect();
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        state.nonce = Some(nonce.clone());
+        state.sent_version = Some(version.clone());
+        if t == ResourceType::Cluster {
+            // Envoy warms an added or changed EDS cluster until a response
+            // carrying its ClusterLoadAssignment arrives, even an unchanged
+            // one (it waits out the initial fetch timeout otherwise): such
+            // clusters' endpoints are due again.
+            let clusters: HashMap<String, Arc<str>> = wanted
+                .map(|(n, r)| (n.clone(), r.version.clone()))
+                .collect();
+            let warming = clusters
+                .iter()
+                .filter(|(n, v)| self.sent_clusters.get(*n) != Some(*v))
+                .map(|(n, _)| n);
+            if let Some(eds) = self.types.get_mut(&ResourceType::Endpoints)
+                && warming.clone().any(|n| eds.names.contains(n))
+            {
+                eds.sent_version = None;
+            }
+            self.sent_clusters = clusters;
+        }
+        Some(DiscoveryResponse {
+            version_info: version,
+            resources,
+            type_url: t.type_url().to_string(),
+            nonce,
+            ..Default::default()
+        })
+    }
 }
 
 async fn sotw_loop(
@@ -484,15 +524,18 @@ async fn sotw_loop(
     tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
     let node_id = opened.node_id.clone();
-    let mut types: BTreeMap<ResourceType, SotwType> = BTreeMap::new();
-    let mut nonce = 0u64;
+    let mut st = SotwStream {
+        types: BTreeMap::new(),
+        nonce: 0,
+        sent_clusters: HashMap::new(),
+    };
     let mut next = Some(first);
     loop {
         let mut to_check: Vec<ResourceType> = Vec::new();
         if let Some(req) = next.take() {
             check_node(req.node.as_ref(), &node_id)?;
             if let Some(t) = ResourceType::from_type_url(&req.type_url) {
-                let state = types.entry(t).or_default();
+                let state = st.types.entry(t).or_default();
                 let stale = !req.response_nonce.is_empty()
                     && state.nonce.as_deref() != Some(req.response_nonce.as_str());
                 if !stale {
@@ -505,6 +548,11 @@ async fn sotw_loop(
                                     &node_id,
                                     StreamEvent::Nacked(t, err.message.clone()),
                                 );
+                                // Envoy kept its previous clusters: whichever the
+                                // next CDS response lists count as changed.
+                                if t == ResourceType::Cluster {
+                                    st.sent_clusters.clear();
+                                }
                             }
                             None => ctx.events.event(stream_id, &node_id, StreamEvent::Acked(t)),
                         }
@@ -517,6 +565,10 @@ async fn sotw_loop(
                         .collect();
                     if req.error_detail.is_none() {
                         to_check.push(t);
+                        // A CDS response may make endpoints due again.
+                        if t == ResourceType::Cluster {
+                            to_check.push(ResourceType::Endpoints);
+                        }
                     }
                 }
             }
@@ -524,13 +576,8 @@ async fn sotw_loop(
         let snap = opened.snapshots.borrow().clone();
         if let Some(snap) = snap {
             for t in to_check {
-                let state = types.get_mut(&t).expect("inserted above");
-                let (version, resources) = sotw_response(t, state, &snap);
-                if state.sent_version.as_ref() != Some(&version) {
-                    nonce += 1;
-                    state.nonce = Some(nonce.to_string());
-                    state.sent_version = Some(version.clone());
-                    send_sotw(ctx, stream_id, &node_id, tx, t, version, resources, nonce).await?;
+                if let Some(resp) = st.response(t, &snap) {
+                    send_sotw(ctx, stream_id, &node_id, tx, t, resp).await?;
                 }
             }
         }
@@ -549,14 +596,10 @@ async fn sotw_loop(
                 }
                 let snap = opened.snapshots.borrow_and_update().clone();
                 if let Some(snap) = snap {
+                    // Clusters before endpoints: a CDS response may make endpoints due.
                     for t in ResourceType::ORDER {
-                        let Some(state) = types.get_mut(&t) else { continue };
-                        let (version, resources) = sotw_response(t, state, &snap);
-                        if state.sent_version.as_ref() != Some(&version) {
-                            nonce += 1;
-                            state.nonce = Some(nonce.to_string());
-                            state.sent_version = Some(version.clone());
-                            send_sotw(ctx, stream_id, &node_id, tx, t, version, resources, nonce).await?;
+                        if let Some(resp) = st.response(t, &snap) {
+                            send_sotw(ctx, stream_id, &node_id, tx, t, resp).await?;
                         }
                     }
                 }
@@ -565,24 +608,21 @@ async fn sotw_loop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn send_sotw(
     ctx: &Ctx,
     stream_id: u64,
     node_id: &str,
     tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
     t: ResourceType,
-    version: String,
-    resources: Vec<envoy_types::pb::google::protobuf::Any>,
-    nonce: u64,
+    resp: DiscoveryResponse,
 ) -> Result<(), Status> {
-    let resp = DiscoveryResponse {
-        version_info: version,
-        resources,
-        type_url: t.type_url().to_string(),
-        nonce: nonce.to_string(),
-        ..Default::default()
-    };
+    debug!(
+        node_id,
+        type_url = t.type_url(),
+        n = resp.resources.len(),
+        version = %resp.version_info,
+        "sending"
+    );
     ctx.stats.sent(prost::Message::encoded_len(&resp));
     tx.send(Ok(resp))
         .await

@@ -380,3 +380,90 @@ async fn state_of_the_world_lists_everything_and_ignores_stale_nonces() {
     assert_eq!(eds2.resources.len(), 1);
     assert_ne!(eds2.version_info, eds.version_info);
 }
+
+#[tokio::test]
+async fn state_of_the_world_resends_endpoints_of_a_changed_cluster() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(DiscoveryRequest {
+        node: node(NODE),
+        type_url: ResourceType::Cluster.type_url().into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = client
+        .stream_aggregated_resources(with_token(ReceiverStream::new(rx), "good"))
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = |r: &DiscoveryResponse, names: &[&str]| DiscoveryRequest {
+        type_url: r.type_url.clone(),
+        version_info: r.version_info.clone(),
+        response_nonce: r.nonce.clone(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    };
+    let eds_name = "default_backend___msvc_80";
+    let cds = next(&mut stream).await;
+    tx.send(ack(&cds, &[])).await.unwrap();
+    tx.send(DiscoveryRequest {
+        type_url: ResourceType::Endpoints.type_url().into(),
+        resource_names: vec![eds_name.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let eds = next(&mut stream).await;
+    assert_eq!(eds.type_url, ResourceType::Endpoints.type_url());
+    tx.send(ack(&eds, &[eds_name])).await.unwrap();
+    tx.send(DiscoveryRequest {
+        type_url: ResourceType::Listener.type_url().into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lds = next(&mut stream).await;
+    assert_eq!(lds.type_url, ResourceType::Listener.type_url());
+    tx.send(ack(&lds, &[])).await.unwrap();
+
+    // Only the listener changes: LDS alone, no endpoints.
+    cache.set(NODE, &plans(&[8080], 10002));
+    let lds2 = next(&mut stream).await;
+    assert_eq!(lds2.type_url, ResourceType::Listener.type_url());
+    tx.send(ack(&lds2, &[])).await.unwrap();
+
+    // The cluster changes, its endpoints do not: Envoy warms the new cluster
+    // until it gets a ClusterLoadAssignment, so the unchanged endpoints come
+    // again right after the clusters, under a new nonce.
+    let mut changed = plans(&[8080], 10002);
+    if let ResourcePlan::Cluster(c) = &mut changed[0] {
+        c.timeouts.connection_ms = 3_000;
+    }
+    cache.set(NODE, &changed);
+    let cds2 = next(&mut stream).await;
+    assert_eq!(cds2.type_url, ResourceType::Cluster.type_url());
+    assert_ne!(cds2.version_info, cds.version_info);
+    // (A generous bound only so that a regression fails instead of hanging.)
+    let eds2 = tokio::time::timeout(std::time::Duration::from_secs(30), next(&mut stream))
+        .await
+        .expect("the endpoints of the changed cluster are sent again");
+    assert_eq!(eds2.type_url, ResourceType::Endpoints.type_url());
+    assert_eq!(eds2.version_info, eds.version_info);
+    assert_ne!(eds2.nonce, eds.nonce);
+    assert_eq!(eds2.resources, eds.resources);
+
+    // Envoy's re-request for the warming cluster crosses that response (a
+    // stale nonce), then it ACKs: nothing more is sent; the next message is
+    // for the next change.
+    tx.send(ack(&cds2, &[])).await.unwrap();
+    tx.send(ack(&eds, &[eds_name])).await.unwrap();
+    tx.send(ack(&eds2, &[eds_name])).await.unwrap();
+    if let ResourcePlan::Listener(l) = &mut changed[2] {
+        l.address.port = 10003;
+    }
+    cache.set(NODE, &changed);
+    let lds3 = next(&mut stream).await;
+    assert_eq!(lds3.type_url, ResourceType::Listener.type_url());
+}
