@@ -125,6 +125,32 @@ async fn traffic_balances_fails_over_and_follows_mesh_timeout() -> anyhow::Resul
     )
     .await?;
 
+    // The changed cluster becomes active: its endpoints are resent with it,
+    // so Envoy does not wait out its 15 s initial fetch for them.
+    wait_for(
+        "web's clusters to finish warming",
+        Duration::from_secs(30),
+        || async {
+            let stats = web
+                .admin("/stats?filter=cluster_manager.warming_clusters")
+                .await
+                .ok()?;
+            stats
+                .contains("cluster_manager.warming_clusters: 0")
+                .then_some(())
+        },
+    )
+    .await?;
+    let stats = web.admin("/stats?filter=init_fetch_timeout").await?;
+    let timed_out: Vec<&str> = stats
+        .lines()
+        .filter(|l| l.contains("init_fetch_timeout") && !l.ends_with(": 0"))
+        .collect();
+    assert!(
+        stats.contains("init_fetch_timeout") && timed_out.is_empty(),
+        "web waited out initial fetches: {timed_out:?}\n{stats}"
+    );
+
     // The DataplaneInsight shows the stream and its ACKs.
     let insight: serde_json::Value = reqwest::get(format!(
         "{}/meshes/default/dataplane-insights/web-1",

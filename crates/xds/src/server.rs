@@ -265,6 +265,20 @@ struct DeltaStream {
 }
 
 impl DeltaStream {
+    /// Envoy keeps a cluster it got (new or changed) warming until a response
+    /// carries that cluster's endpoints, even unchanged ones; with delta xDS
+    /// it does not ask again for a name it is subscribed to. So the endpoints
+    /// of every cluster just sent are due again: forget that the client holds
+    /// them, and the next Endpoints diff resends them (otherwise the cluster
+    /// waits out Envoy's 15 s initial fetch timeout).
+    fn endpoints_due(&mut self, clusters: &DeltaDiscoveryResponse) {
+        if let Some(eds) = self.types.get_mut(&ResourceType::Endpoints) {
+            for r in &clusters.resources {
+                eds.held.remove(&r.name);
+            }
+        }
+    }
+
     /// The response that brings the client of type `t` up to `snap`, if any is needed.
     fn diff(&mut self, t: ResourceType, snap: &Snapshot) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(&t)?;
@@ -417,8 +431,12 @@ async fn delta_loop(
                 }
                 let snap = opened.snapshots.borrow_and_update().clone();
                 if let Some(snap) = snap {
+                    // Clusters before endpoints: a CDS response makes endpoints due.
                     for t in ResourceType::ORDER {
                         if let Some(resp) = st.diff(t, &snap) {
+                            if t == ResourceType::Cluster {
+                                st.endpoints_due(&resp);
+                            }
                             send_delta(ctx, stream_id, &node_id, tx, t, resp).await?;
                         }
                     }

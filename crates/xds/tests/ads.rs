@@ -246,6 +246,52 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
 }
 
 #[tokio::test]
+async fn delta_resends_the_endpoints_of_a_changed_cluster() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let cds = s.recv().await;
+    s.ack(&cds).await;
+    s.send(sub(ResourceType::Endpoints, &["default_backend___msvc_80"]))
+        .await;
+    let eds = s.recv().await;
+    s.ack(&eds).await;
+    s.send(sub(ResourceType::Listener, &[])).await;
+    let lds = s.recv().await;
+    s.ack(&lds).await;
+
+    // Only the cluster changes (a new connect timeout): Envoy keeps it
+    // warming until it gets the endpoints again, so they follow it,
+    // unchanged, before the listeners.
+    let mut changed = plans(&[8080], 10001);
+    if let ResourcePlan::Cluster(c) = &mut changed[0] {
+        c.timeouts.connection_ms = 3_000;
+    }
+    cache.set(NODE, &changed);
+    let cds2 = s.recv().await;
+    assert_eq!(cds2.type_url, ResourceType::Cluster.type_url());
+    assert_ne!(cds2.resources[0].version, cds.resources[0].version);
+    s.ack(&cds2).await;
+    let eds2 = s.recv().await;
+    assert_eq!(eds2.type_url, ResourceType::Endpoints.type_url());
+    assert_eq!(eds2.resources.len(), 1);
+    assert_eq!(eds2.resources[0].name, "default_backend___msvc_80");
+    assert_eq!(eds2.resources[0].version, eds.resources[0].version);
+    s.ack(&eds2).await;
+
+    // A listener-only change sends listeners and nothing else.
+    let mut changed2 = changed.clone();
+    if let ResourcePlan::Listener(l) = &mut changed2[2] {
+        l.stat_prefix = "out2".into();
+    }
+    cache.set(NODE, &changed2);
+    let lds2 = s.recv().await;
+    assert_eq!(lds2.type_url, ResourceType::Listener.type_url());
+}
+
+#[tokio::test]
 async fn delta_resumes_from_initial_resource_versions_and_removes_deleted() {
     let (cache, _events, mut client) = start().await;
     cache.set(NODE, &plans(&[8080], 10001));
