@@ -7,21 +7,11 @@
 //! (endpoint added) and a deleted Dataplane (endpoint removed), rejecting nothing.
 
 use anyhow::{Context, Result, bail};
-use kuma_e2e::{App, ControlPlane, Proc, ensure_envoy, free_port, wait_for};
+use kuma_e2e::{App, ControlPlane, Proc, ensure_envoy, free_port, http_get as get, wait_for};
 use kuma_zone::bootstrap::{BootstrapRequest, BootstrapResponse};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let r = client.get(url).send().await.ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.unwrap_or_default()))
-}
 
 /// Replaces every `"api_type": "DELTA_GRPC"` in `v`; returns how many.
 fn to_state_of_the_world(v: &mut Value) -> usize {
