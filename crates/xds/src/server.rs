@@ -262,6 +262,10 @@ impl DeltaType {
 struct DeltaStream {
     types: BTreeMap<ResourceType, DeltaType>,
     nonce: u64,
+    /// Clusters sent whose endpoints must follow, even unchanged (see
+    /// [`DeltaStream::endpoints_due`]); kept until an Endpoints response
+    /// carries them, which may be after the client subscribes to them.
+    eds_due: BTreeSet<String>,
 }
 
 impl DeltaStream {
@@ -272,11 +276,8 @@ impl DeltaStream {
     /// them, and the next Endpoints diff resends them (otherwise the cluster
     /// waits out Envoy's 15 s initial fetch timeout).
     fn endpoints_due(&mut self, clusters: &DeltaDiscoveryResponse) {
-        if let Some(eds) = self.types.get_mut(&ResourceType::Endpoints) {
-            for r in &clusters.resources {
-                eds.held.remove(&r.name);
-            }
-        }
+        self.eds_due
+            .extend(clusters.resources.iter().map(|r| r.name.clone()));
     }
 
     /// The response that brings the client of type `t` up to `snap`, if any is needed.
@@ -288,10 +289,14 @@ impl DeltaStream {
         let mut undo = Vec::new();
         for (name, r) in desired {
             let held = state.held.get(name);
-            if held.is_some_and(|v| Arc::ptr_eq(v, &r.version) || **v == *r.version)
+            let due = t == ResourceType::Endpoints && self.eds_due.contains(name);
+            if (!due && held.is_some_and(|v| Arc::ptr_eq(v, &r.version) || **v == *r.version))
                 || !state.wants(name)
             {
                 continue;
+            }
+            if due {
+                self.eds_due.remove(name);
             }
             resources.push(Resource {
                 name: name.clone(),
@@ -343,6 +348,7 @@ async fn delta_loop(
     let mut st = DeltaStream {
         types: BTreeMap::new(),
         nonce: 0,
+        eds_due: BTreeSet::new(),
     };
     let mut next = Some(first);
     loop {
@@ -413,6 +419,9 @@ async fn delta_loop(
                 && let Some(snap) = snap
                 && let Some(resp) = st.diff(t, &snap)
             {
+                if t == ResourceType::Cluster {
+                    st.endpoints_due(&resp);
+                }
                 send_delta(ctx, stream_id, &node_id, tx, t, resp).await?;
             }
         }

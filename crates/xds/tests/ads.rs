@@ -327,6 +327,50 @@ async fn delta_resumes_from_initial_resource_versions_and_removes_deleted() {
 }
 
 #[tokio::test]
+async fn delta_reconnect_with_a_stale_cluster_gets_its_endpoints_again() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let versions = |t: ResourceType| -> HashMap<String, String> {
+        cache
+            .get(NODE)
+            .unwrap()
+            .of_type(t)
+            .unwrap()
+            .iter()
+            .map(|(n, r)| (n.clone(), r.version.to_string()))
+            .collect()
+    };
+    let old_clusters = versions(ResourceType::Cluster);
+    let endpoints = versions(ResourceType::Endpoints);
+    // While the proxy was away its cluster changed; its endpoints did not.
+    let mut changed = plans(&[8080], 10001);
+    if let ResourcePlan::Cluster(c) = &mut changed[0] {
+        c.timeouts.connection_ms = 3_000;
+    }
+    cache.set(NODE, &changed);
+
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    first.initial_resource_versions = old_clusters;
+    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let cds = s.recv().await;
+    assert_eq!(cds.type_url, ResourceType::Cluster.type_url());
+    s.ack(&cds).await;
+    // Envoy resubscribes to the endpoints it holds, at the version it holds:
+    // they come anyway, or the changed cluster would warm for 15 s.
+    let mut eds_sub = sub(ResourceType::Endpoints, &["default_backend___msvc_80"]);
+    eds_sub.initial_resource_versions = endpoints.clone();
+    s.send(eds_sub).await;
+    let eds = s.recv().await;
+    assert_eq!(eds.type_url, ResourceType::Endpoints.type_url());
+    assert_eq!(eds.resources.len(), 1);
+    assert_eq!(
+        Some(&eds.resources[0].version),
+        endpoints.get("default_backend___msvc_80")
+    );
+}
+
+#[tokio::test]
 async fn refusals_say_why() {
     let (cache, _events, mut client) = start().await;
     cache.set(NODE, &plans(&[8080], 10001));
