@@ -263,22 +263,12 @@ pub struct Selection {
 pub struct PolicySet {
     /// Well-formed policies in precedence order (lowest first).
     compiled: Vec<Compiled>,
-    /// Policies whose top-level targetRef does not parse (skipped everywhere).
+    /// Why the policies whose top-level targetRef does not parse are skipped.
     errors: Vec<PolicyError>,
+    /// Those policies, kept so that [`PolicySet::policies`] returns every input.
+    malformed: Vec<Policy>,
     /// Rules by the indices (into `compiled`) of the selecting policies.
     memo: Mutex<HashMap<Vec<u32>, Selection>>,
-}
-
-impl Clone for PolicySet {
-    fn clone(&self) -> Self {
-        PolicySet::new(
-            &self
-                .compiled
-                .iter()
-                .map(|c| c.policy.clone())
-                .collect::<Vec<_>>(),
-        )
-    }
 }
 
 impl PolicySet {
@@ -287,20 +277,23 @@ impl PolicySet {
         for p in policies {
             match Compiled::new(p) {
                 Ok(c) => set.compiled.push(c),
-                Err(e) => set.errors.push(e),
+                Err(e) => {
+                    set.errors.push(e);
+                    set.malformed.push(p.clone());
+                }
             }
         }
         set.compiled.sort_by(precedence);
         set
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.compiled.is_empty() && self.errors.is_empty()
-    }
-
-    /// The policies, in precedence order (lowest first), malformed ones excluded.
+    /// Every policy the set was built from: the well-formed ones in
+    /// precedence order (lowest first), then the malformed ones.
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
-        self.compiled.iter().map(|c| &c.policy)
+        self.compiled
+            .iter()
+            .map(|c| &c.policy)
+            .chain(&self.malformed)
     }
 
     /// What the policies say about `proxy`, and the problems met on the way

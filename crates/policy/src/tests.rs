@@ -319,3 +319,30 @@ fn proxies_selected_by_the_same_policies_share_one_computed_rule_set() {
     assert_eq!(rules, *w1.rules);
     assert_eq!(errors, w1.errors.to_vec());
 }
+
+#[test]
+fn a_policy_set_keeps_every_input_policy_malformed_ones_included() {
+    let policies = vec![
+        mk_policy(
+            "ok",
+            None,
+            json!({"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"}, "default": {}}]}),
+        ),
+        mk_policy("bad-top", None, json!({"targetRef": {"kind": "Nope"}})),
+    ];
+    let set = PolicySet::new(&policies);
+    let names: Vec<&str> = set.policies().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["ok", "bad-top"]);
+    let labels = BTreeMap::new();
+    let sel = set.rules_for(&ProxyRef {
+        name: "web-1",
+        labels: &labels,
+        inbounds: vec![],
+    });
+    assert_eq!(sel.rules.policies, vec!["ok"]);
+    assert!(
+        sel.errors[0].to_string().contains("bad-top"),
+        "{:?}",
+        sel.errors
+    );
+}

@@ -53,6 +53,15 @@ impl StreamEvents for Recorder {
     }
 }
 
+/// `plans(&[8080], 10001)` with only the cluster changed: another connect timeout.
+fn plans_with_connect_timeout(ms: u64) -> Vec<ResourcePlan> {
+    let mut p = plans(&[8080], 10001);
+    if let ResourcePlan::Cluster(c) = &mut p[0] {
+        c.timeouts.connection_ms = ms;
+    }
+    p
+}
+
 fn plans(backend_ports: &[u32], listener_port: u32) -> Vec<ResourcePlan> {
     let cluster = "default_backend___msvc_80".to_string();
     vec![
@@ -265,10 +274,7 @@ async fn delta_resends_the_endpoints_of_a_changed_cluster() {
     // Only the cluster changes (a new connect timeout): Envoy keeps it
     // warming until it gets the endpoints again, so they follow it,
     // unchanged, before the listeners.
-    let mut changed = plans(&[8080], 10001);
-    if let ResourcePlan::Cluster(c) = &mut changed[0] {
-        c.timeouts.connection_ms = 3_000;
-    }
+    let changed = plans_with_connect_timeout(3_000);
     cache.set(NODE, &changed);
     let cds2 = s.recv().await;
     assert_eq!(cds2.type_url, ResourceType::Cluster.type_url());
@@ -343,10 +349,7 @@ async fn delta_reconnect_with_a_stale_cluster_gets_its_endpoints_again() {
     let old_clusters = versions(ResourceType::Cluster);
     let endpoints = versions(ResourceType::Endpoints);
     // While the proxy was away its cluster changed; its endpoints did not.
-    let mut changed = plans(&[8080], 10001);
-    if let ResourcePlan::Cluster(c) = &mut changed[0] {
-        c.timeouts.connection_ms = 3_000;
-    }
+    let changed = plans_with_connect_timeout(3_000);
     cache.set(NODE, &changed);
 
     let mut first = sub(ResourceType::Cluster, &[]);
@@ -402,14 +405,13 @@ async fn refusals_say_why() {
     assert_eq!(err.code(), Code::PermissionDenied);
 }
 
-async fn next(s: &mut tonic::Streaming<DiscoveryResponse>) -> DiscoveryResponse {
-    s.next().await.expect("stream open").expect("response")
-}
-
-#[tokio::test]
-async fn state_of_the_world_lists_everything_and_ignores_stale_nonces() {
-    let (cache, _events, mut client) = start().await;
-    cache.set(NODE, &plans(&[8080], 10001));
+/// A state-of-the-world stream for NODE whose first request asks for clusters.
+async fn open_sotw(
+    client: &mut AggregatedDiscoveryServiceClient<Channel>,
+) -> (
+    mpsc::Sender<DiscoveryRequest>,
+    tonic::Streaming<DiscoveryResponse>,
+) {
     let (tx, rx) = mpsc::channel(16);
     tx.send(DiscoveryRequest {
         node: node(NODE),
@@ -418,11 +420,23 @@ async fn state_of_the_world_lists_everything_and_ignores_stale_nonces() {
     })
     .await
     .unwrap();
-    let mut stream = client
+    let stream = client
         .stream_aggregated_resources(with_token(ReceiverStream::new(rx), "good"))
         .await
         .unwrap()
         .into_inner();
+    (tx, stream)
+}
+
+async fn next(s: &mut tonic::Streaming<DiscoveryResponse>) -> DiscoveryResponse {
+    s.next().await.expect("stream open").expect("response")
+}
+
+#[tokio::test]
+async fn state_of_the_world_lists_everything_and_ignores_stale_nonces() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let (tx, mut stream) = open_sotw(&mut client).await;
     let cds = next(&mut stream).await;
     assert_eq!(cds.resources.len(), 1);
     let ack = |r: &DiscoveryResponse, names: Vec<String>| DiscoveryRequest {
@@ -475,19 +489,7 @@ async fn state_of_the_world_lists_everything_and_ignores_stale_nonces() {
 async fn state_of_the_world_resends_endpoints_of_a_changed_cluster() {
     let (cache, _events, mut client) = start().await;
     cache.set(NODE, &plans(&[8080], 10001));
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(DiscoveryRequest {
-        node: node(NODE),
-        type_url: ResourceType::Cluster.type_url().into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut stream = client
-        .stream_aggregated_resources(with_token(ReceiverStream::new(rx), "good"))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut stream) = open_sotw(&mut client).await;
     let ack = |r: &DiscoveryResponse, names: &[&str]| DiscoveryRequest {
         type_url: r.type_url.clone(),
         version_info: r.version_info.clone(),
