@@ -31,10 +31,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 mod feed;
+mod group;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -358,6 +359,9 @@ pub struct PostgresStore {
     notify: mpsc::UnboundedSender<Change>,
     listener: JoinHandle<()>,
     catch_up: JoinHandle<()>,
+    /// Single updates go through the group-commit writer ([`group`]).
+    updates: mpsc::UnboundedSender<group::Update>,
+    updater: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -370,6 +374,7 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();
         self.catch_up.abort();
+        self.updater.abort();
     }
 }
 
@@ -413,12 +418,16 @@ impl PostgresStore {
             asked.clone(),
         ));
         let catch_up = tokio::spawn(feed::run_catch_up(pool.clone(), feed.clone(), asked));
+        let (updates, queued) = mpsc::unbounded_channel();
+        let updater = tokio::spawn(group::run(pool.clone(), queued));
         Ok(PostgresStore {
             pool,
             feed,
             notify,
             listener,
             catch_up,
+            updates,
+            updater,
         })
     }
 
@@ -426,6 +435,7 @@ impl PostgresStore {
     pub async fn close(&self) {
         self.listener.abort();
         self.catch_up.abort();
+        self.updater.abort();
         self.pool.close().await;
     }
 
@@ -970,27 +980,22 @@ impl ResourceStore for PostgresStore {
         expected_version: Option<u64>,
     ) -> Result<Resource, StoreError> {
         let t = crate::now();
-        let sql = "UPDATE resources SET version = version + 1, labels = $4::jsonb, spec = $5::json, status = $6::json, \
-                   modification_time = $7 \
-                   WHERE kind = $1 AND mesh = $2 AND name = $3 AND ($8::bigint IS NULL OR version = $8) \
-                   RETURNING version, creation_time";
-        let row = sqlx::query(sql)
-            .bind(key.kind().name())
-            .bind(mesh_col(key))
-            .bind(key.name().as_str())
-            .bind(to_json(&write.labels))
-            .bind(to_json(&write.spec))
-            .bind(write.status.as_ref().map(to_json))
-            .bind(t)
-            .bind(expected_version.map(version_to_sql))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::backend)?;
-        let Some(row) = row else {
+        let (reply, answer) = oneshot::channel();
+        let update = group::Update {
+            key: key.clone(),
+            labels: to_json(&write.labels),
+            spec: to_json(&write.spec),
+            status: write.status.as_ref().map(to_json),
+            at: t,
+            expected: expected_version,
+            reply,
+        };
+        let stopped = || StoreError::Backend("the PostgreSQL update writer stopped".into());
+        self.updates.send(update).map_err(|_| stopped())?;
+        let Some(written) = answer.await.map_err(|_| stopped())?? else {
             return Err(self.missed_write(key, expected_version).await);
         };
-        let version = version_from_sql(row.try_get(0).map_err(StoreError::backend)?);
-        let creation_time: DateTime<Utc> = row.try_get(1).map_err(StoreError::backend)?;
+        let (version, creation_time) = (written.version, written.created);
         self.announce(vec![Change {
             op: ChangeOp::Updated,
             key: key.clone(),

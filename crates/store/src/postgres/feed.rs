@@ -43,6 +43,9 @@ use tracing::{debug, warn};
 /// Bounds how late a change whose notification was lost shows up.
 pub(super) const CATCH_UP_INTERVAL: Duration = Duration::from_secs(3);
 
+/// The shortest time between two NOTIFYs of one instance.
+const NOTIFY_SPACING: Duration = Duration::from_millis(1);
+
 /// NOTIFY payloads must stay under 8000 bytes.
 const PAYLOAD_LIMIT: usize = 7000;
 
@@ -313,6 +316,7 @@ pub(super) async fn run_notifier(
     let mut conn: Option<PgConnection> = None;
     let mut carry: Option<String> = None;
     let head = format!(r#"{{"src":{src},"c":["#);
+    let mut last = tokio::time::Instant::now();
     loop {
         let first = match carry.take() {
             Some(e) => e,
@@ -321,6 +325,11 @@ pub(super) async fn run_notifier(
                 None => return,
             },
         };
+        // At most one NOTIFY per NOTIFY_SPACING: under a stream of writes
+        // each carries what came meanwhile (every NOTIFY takes a global lock
+        // at commit); a lone write is not held back.
+        tokio::time::sleep_until(last + NOTIFY_SPACING).await;
+        last = tokio::time::Instant::now();
         let mut payload = head.clone();
         payload.push_str(&first);
         while let Ok(c) = rx.try_recv() {

@@ -47,6 +47,7 @@ pub async fn run_all(store: Arc<dyn ResourceStore>) {
         change_feed_cascade,
         concurrent_updates_one_wins,
         concurrent_creates_one_wins,
+        concurrent_updates_keep_their_own_outcome,
         batch_ops,
         batch_mesh_cascade,
         batch_all_or_nothing_visible,
@@ -955,6 +956,79 @@ pub async fn concurrent_creates_one_wins(store: Arc<dyn ResourceStore>) {
     }
     assert_eq!((ok, exists), (1, 7));
     store.delete(&key, None).await.unwrap();
+}
+
+/// Many updates of different keys at once (a store may write them as one
+/// group): each gets its own outcome, and only the good ones are written.
+pub async fn concurrent_updates_keep_their_own_outcome(store: Arc<dyn ResourceStore>) {
+    let mesh = mk_mesh(&*store, "group").await;
+    let keys: Vec<ResourceKey> = (0..64)
+        .map(|i| mk_key(ResourceKind::MeshTimeout, &mesh, &format!("t-{i}")))
+        .collect();
+    let mut feed = store.watch();
+    for k in &keys {
+        store.create(k, mk_write(json!({"v": 0}))).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let (store, key) = (store.clone(), k.clone());
+        // Every third expects a version that is not there; the rest hold the right one or none.
+        let expected = match i % 3 {
+            0 => Some(7),
+            1 => Some(1),
+            _ => None,
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .update(&key, mk_write(json!({"v": i})), expected)
+                .await
+        }));
+    }
+    let ghost = mk_key(ResourceKind::MeshTimeout, &mesh, "ghost");
+    let missing = {
+        let (store, key) = (store.clone(), ghost.clone());
+        tokio::spawn(async move { store.update(&key, mk_write(json!({})), None).await })
+    };
+    let mut written = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match (i % 3, t.await.expect("task")) {
+            (
+                0,
+                Err(StoreError::Conflict {
+                    expected: 7,
+                    actual: 1,
+                    ..
+                }),
+            ) => {}
+            (1 | 2, Ok(r)) => {
+                assert_eq!((r.meta.version, &r.spec), (2, &json!({"v": i})));
+                written += 1;
+            }
+            (_, other) => panic!("update {i}: unexpected {other:?}"),
+        }
+    }
+    assert!(matches!(
+        missing.await.expect("task"),
+        Err(StoreError::NotFound(k)) if k == ghost
+    ));
+    for (i, k) in keys.iter().enumerate() {
+        let r = store.get(k).await.unwrap();
+        let want = if i % 3 == 0 {
+            (1, json!({"v": 0}))
+        } else {
+            (2, json!({"v": i}))
+        };
+        assert_eq!((r.meta.version, r.spec), want, "{k}");
+    }
+    let watched: HashSet<ResourceKey> = keys.iter().cloned().collect();
+    let events = collect_events(&mut feed, &watched, keys.len() + written).await;
+    let updated: Vec<_> = events
+        .iter()
+        .filter(|e| e.op == ChangeOp::Updated)
+        .collect();
+    assert_eq!(updated.len(), written, "{events:?}");
+    assert!(updated.iter().all(|e| e.version == 2), "{updated:?}");
+    drop_mesh(&*store, &mesh).await;
 }
 
 // ---------------------------------------------------------------- batches
