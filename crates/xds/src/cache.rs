@@ -3,6 +3,8 @@
 
 use crate::envoy::to_any;
 use crate::plan::{ResourcePlan, ResourceType};
+use crate::wire::encode_resource;
+use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -17,6 +19,9 @@ pub struct VersionedResource {
     /// "already sent" is a pointer comparison.
     pub version: Arc<str>,
     pub any: Any,
+    /// The delta `Resource` message (name, version, `any`), encoded once
+    /// for every delta stream that sends it ([`crate::wire`]).
+    pub delta: Bytes,
     pub plan: ResourcePlan,
 }
 
@@ -90,10 +95,13 @@ impl SnapshotCache {
         {
             return r;
         }
+        let version: Arc<str> = format!("{digest:016x}").into();
+        let any = to_any(plan);
         let r = Arc::new(VersionedResource {
             name: plan.name().to_string(),
-            version: format!("{digest:016x}").into(),
-            any: to_any(plan),
+            delta: encode_resource(plan.name(), &version, &any),
+            version,
+            any,
             plan: plan.clone(),
         });
         interned.map.insert(key, Arc::downgrade(&r));

@@ -5,7 +5,8 @@
 //!        |  generate (pure; kuma-policy merges the rules)
 //!        v
 //!  ProxyPlan: ResourcePlan per listener / cluster / endpoints, versioned by content hash
-//!        |  SnapshotCache::set (interns equal plans: built and encoded once, shared by Arc)
+//!        |  SnapshotCache::set (interns equal plans: built and encoded once, shared by Arc;
+//!        |  the delta wire form too, see `wire`)
 //!        v
 //!  per-proxy Snapshot (watch channel)
 //!        |  AdsServer: delta or state-of-the-world stream, per-type ACK/NACK tracking,
@@ -20,6 +21,7 @@ pub mod input;
 pub mod plan;
 pub mod server;
 pub mod timeout;
+pub mod wire;
 
 pub use cache::{Snapshot, SnapshotCache, VersionedResource};
 pub use generate::{
@@ -29,3 +31,4 @@ pub use input::MeshContext;
 pub use plan::{ResourcePlan, ResourceType};
 pub use server::{AdsServer, StreamAuth, StreamEvents};
 pub use timeout::Timeouts;
+pub use wire::{AdsService, EncodedDelta};

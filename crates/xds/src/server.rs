@@ -7,16 +7,12 @@
 
 use crate::cache::{Snapshot, SnapshotCache, set_version};
 use crate::plan::ResourceType;
+use crate::wire::{AdsService, BoxStream, EncodedDelta};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
-use futures::Stream;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
@@ -76,8 +72,6 @@ impl AdsStats {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
 impl AdsServer {
     pub fn new(
         cache: Arc<SnapshotCache>,
@@ -97,8 +91,9 @@ impl AdsServer {
         self.stats.clone()
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
+    /// The gRPC service (`AggregatedDiscoveryService`, both methods).
+    pub fn into_service(self) -> AdsService {
+        AdsService::new(self)
     }
 
     fn stream_id(&self) -> u64 {
@@ -156,15 +151,12 @@ fn check_node(node: Option<&Node>, node_id: &str) -> Result<(), Status> {
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
+impl AdsServer {
+    /// A state-of-the-world stream: its loop runs in a task of its own.
+    pub(crate) fn state_of_the_world(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+    ) -> Response<BoxStream<DiscoveryResponse>> {
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let ctx = Ctx {
@@ -196,13 +188,14 @@ impl AggregatedDiscoveryService for AdsServer {
             ctx.events.disconnected(stream_id, &node_id).await;
             info!(%node_id, stream_id, "proxy disconnected");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Response::new(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn delta_aggregated_resources(
+    /// A delta stream: its loop runs in a task of its own.
+    pub(crate) fn delta(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    ) -> Response<BoxStream<EncodedDelta>> {
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let ctx = Ctx {
@@ -234,7 +227,7 @@ impl AggregatedDiscoveryService for AdsServer {
             ctx.events.disconnected(stream_id, &node_id).await;
             info!(%node_id, stream_id, "proxy disconnected");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Response::new(Box::pin(ReceiverStream::new(rx)))
     }
 }
 
@@ -269,19 +262,15 @@ struct DeltaStream {
 }
 
 impl DeltaStream {
+    /// The response that brings the client of type `t` up to `snap`, if any is needed.
+    ///
     /// Envoy keeps a cluster it got (new or changed) warming until a response
     /// carries that cluster's endpoints, even unchanged ones; with delta xDS
     /// it does not ask again for a name it is subscribed to. So the endpoints
-    /// of every cluster just sent are due again: forget that the client holds
-    /// them, and the next Endpoints diff resends them (otherwise the cluster
-    /// waits out Envoy's 15 s initial fetch timeout).
-    fn endpoints_due(&mut self, clusters: &DeltaDiscoveryResponse) {
-        self.eds_due
-            .extend(clusters.resources.iter().map(|r| r.name.clone()));
-    }
-
-    /// The response that brings the client of type `t` up to `snap`, if any is needed.
-    fn diff(&mut self, t: ResourceType, snap: &Snapshot) -> Option<DeltaDiscoveryResponse> {
+    /// of every cluster sent here become due again (`eds_due`): the next
+    /// Endpoints diff resends them even though the client holds them
+    /// (otherwise the cluster waits out Envoy's 15 s initial fetch timeout).
+    fn diff(&mut self, t: ResourceType, snap: &Snapshot) -> Option<EncodedDelta> {
         let state = self.types.get_mut(&t)?;
         let empty = BTreeMap::new();
         let desired = snap.of_type(t).unwrap_or(&empty);
@@ -298,12 +287,10 @@ impl DeltaStream {
             if due {
                 self.eds_due.remove(name);
             }
-            resources.push(Resource {
-                name: name.clone(),
-                version: r.version.to_string(),
-                resource: Some(r.any.clone()),
-                ..Default::default()
-            });
+            if t == ResourceType::Cluster {
+                self.eds_due.insert(name.clone());
+            }
+            resources.push(r.delta.clone());
             undo.push((
                 name.clone(),
                 state.held.insert(name.clone(), r.version.clone()),
@@ -325,13 +312,11 @@ impl DeltaStream {
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         state.pending = Some((nonce.clone(), undo));
-        Some(DeltaDiscoveryResponse {
+        Some(EncodedDelta {
             type_url: t.type_url().to_string(),
             resources,
             removed_resources: removed,
             nonce,
-            system_version_info: String::new(),
-            ..Default::default()
         })
     }
 }
@@ -342,7 +327,7 @@ async fn delta_loop(
     mut opened: Opened,
     first: DeltaDiscoveryRequest,
     mut inbound: Streaming<DeltaDiscoveryRequest>,
-    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    tx: &mpsc::Sender<Result<EncodedDelta, Status>>,
 ) -> Result<(), Status> {
     let node_id = opened.node_id.clone();
     let mut st = DeltaStream {
@@ -419,9 +404,6 @@ async fn delta_loop(
                 && let Some(snap) = snap
                 && let Some(resp) = st.diff(t, &snap)
             {
-                if t == ResourceType::Cluster {
-                    st.endpoints_due(&resp);
-                }
                 send_delta(ctx, stream_id, &node_id, tx, t, resp).await?;
             }
         }
@@ -443,9 +425,6 @@ async fn delta_loop(
                     // Clusters before endpoints: a CDS response makes endpoints due.
                     for t in ResourceType::ORDER {
                         if let Some(resp) = st.diff(t, &snap) {
-                            if t == ResourceType::Cluster {
-                                st.endpoints_due(&resp);
-                            }
                             send_delta(ctx, stream_id, &node_id, tx, t, resp).await?;
                         }
                     }
@@ -459,9 +438,9 @@ async fn send_delta(
     ctx: &Ctx,
     stream_id: u64,
     node_id: &str,
-    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    tx: &mpsc::Sender<Result<EncodedDelta, Status>>,
     t: ResourceType,
-    resp: DeltaDiscoveryResponse,
+    resp: EncodedDelta,
 ) -> Result<(), Status> {
     debug!(
         node_id,

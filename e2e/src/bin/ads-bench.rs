@@ -29,6 +29,10 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// The control plane runs in this process: the same allocator as kuma-cp.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SERVICES: usize = 100;
 const STREAMS_PER_CONNECTION: usize = 100;
 
