@@ -191,7 +191,10 @@ impl AdsServer {
         Response::new(Box::pin(ReceiverStream::new(rx)))
     }
 
-    /// A delta stream: its loop runs in a task of its own.
+    /// A delta stream. Its loop is the response stream itself, polled by
+    /// the HTTP/2 stream that sends it: a snapshot change wakes that one task,
+    /// which diffs and encodes straight into HTTP/2 (no task and channel of
+    /// its own in between).
     pub(crate) fn delta(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
@@ -205,8 +208,7 @@ impl AdsServer {
             stats: self.stats.clone(),
         };
         let stream_id = self.stream_id();
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
+        let responses = async_stream::stream! {
             let first = match inbound.next().await {
                 Some(Ok(r)) => r,
                 _ => return,
@@ -215,19 +217,59 @@ impl AdsServer {
                 Ok(o) => o,
                 Err(status) => {
                     warn!(stream_id, reason = status.message(), "stream refused");
-                    let _ = tx.send(Err(status)).await;
+                    yield Err(status);
                     return;
                 }
             };
-            let node_id = opened.node_id.clone();
-            let result = delta_loop(&ctx, stream_id, opened, first, inbound, &tx).await;
-            if let Err(status) = result {
-                let _ = tx.send(Err(status)).await;
+            // Announces the disconnect however the stream ends, dropped by
+            // the HTTP/2 layer included.
+            let _gone = Disconnect {
+                events: ctx.events.clone(),
+                stream_id,
+                node_id: opened.node_id.clone(),
+            };
+            let mut session = DeltaSession::new(ctx, stream_id, opened, first, inbound);
+            loop {
+                match session.step().await {
+                    Ok(Some(batch)) => {
+                        for (t, resp) in batch {
+                            session.sending(t, &resp);
+                            yield Ok(resp);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        yield Err(status);
+                        break;
+                    }
+                }
             }
-            ctx.events.disconnected(stream_id, &node_id).await;
-            info!(%node_id, stream_id, "proxy disconnected");
-        });
-        Response::new(Box::pin(ReceiverStream::new(rx)))
+        };
+        Response::new(Box::pin(responses))
+    }
+}
+
+/// Tells [`StreamEvents`] a stream is gone when its stream is dropped.
+struct Disconnect {
+    events: Arc<dyn StreamEvents>,
+    stream_id: u64,
+    node_id: String,
+}
+
+impl Drop for Disconnect {
+    fn drop(&mut self) {
+        let (events, stream_id, node_id) = (
+            self.events.clone(),
+            self.stream_id,
+            std::mem::take(&mut self.node_id),
+        );
+        // Outside a runtime (process exit) there is nobody left to tell.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                events.disconnected(stream_id, &node_id).await;
+                info!(%node_id, stream_id, "proxy disconnected");
+            });
+        }
     }
 }
 
@@ -321,140 +363,165 @@ impl DeltaStream {
     }
 }
 
-async fn delta_loop(
-    ctx: &Ctx,
+/// One delta stream after its opening: what the client holds and wants.
+struct DeltaSession {
+    ctx: Ctx,
     stream_id: u64,
-    mut opened: Opened,
-    first: DeltaDiscoveryRequest,
-    mut inbound: Streaming<DeltaDiscoveryRequest>,
-    tx: &mpsc::Sender<Result<EncodedDelta, Status>>,
-) -> Result<(), Status> {
-    let node_id = opened.node_id.clone();
-    let mut st = DeltaStream {
-        types: BTreeMap::new(),
-        nonce: 0,
-        eds_due: BTreeSet::new(),
-    };
-    let mut next = Some(first);
-    loop {
-        if let Some(req) = next.take() {
-            check_node(req.node.as_ref(), &node_id)?;
-            let Some(t) = ResourceType::from_type_url(&req.type_url) else {
-                debug!(type_url = %req.type_url, "ignoring unknown type");
-                continue;
-            };
-            let new_type = !st.types.contains_key(&t);
-            let state = st.types.entry(t).or_default();
-            if new_type {
-                state.wildcard = req.resource_names_subscribe.is_empty();
-                state.held = req
-                    .initial_resource_versions
-                    .iter()
-                    .map(|(n, v)| (n.clone(), Arc::from(v.as_str())))
-                    .collect();
-            }
-            for n in &req.resource_names_subscribe {
-                if n == "*" {
-                    state.wildcard = true;
-                } else {
-                    state.names.insert(n.clone());
-                }
-            }
-            for n in &req.resource_names_unsubscribe {
-                if n == "*" {
-                    state.wildcard = false;
-                } else {
-                    state.names.remove(n);
-                    state.held.remove(n);
-                }
-            }
-            if !req.response_nonce.is_empty() {
-                let latest = state
-                    .pending
-                    .as_ref()
-                    .is_some_and(|(n, _)| *n == req.response_nonce);
-                if latest {
-                    let (_, undo) = state.pending.take().expect("checked");
-                    match &req.error_detail {
-                        Some(err) => {
-                            for (name, prev) in undo.into_iter().rev() {
-                                match prev {
-                                    Some(v) => state.held.insert(name, v),
-                                    None => state.held.remove(&name),
-                                };
-                            }
-                            warn!(%node_id, type_url = %req.type_url, error = %err.message, "proxy rejected an update");
-                            ctx.events.event(
-                                stream_id,
-                                &node_id,
-                                crate::server::StreamEvent::Nacked(t, err.message.clone()),
-                            );
-                        }
-                        None => ctx.events.event(stream_id, &node_id, StreamEvent::Acked(t)),
-                    }
-                }
-            }
-            // A pure ACK/NACK changes no subscription and needs no reply; anything
-            // else may call for resources the client does not hold yet.
-            let pure_ack = !req.response_nonce.is_empty()
-                && req.resource_names_subscribe.is_empty()
-                && req.resource_names_unsubscribe.is_empty();
-            let snap = opened.snapshots.borrow().clone();
-            if !pure_ack
-                && let Some(snap) = snap
-                && let Some(resp) = st.diff(t, &snap)
-            {
-                send_delta(ctx, stream_id, &node_id, tx, t, resp).await?;
-            }
+    node_id: String,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    inbound: Streaming<DeltaDiscoveryRequest>,
+    st: DeltaStream,
+    next: Option<DeltaDiscoveryRequest>,
+}
+
+type Responses = Vec<(ResourceType, EncodedDelta)>;
+
+impl DeltaSession {
+    fn new(
+        ctx: Ctx,
+        stream_id: u64,
+        opened: Opened,
+        first: DeltaDiscoveryRequest,
+        inbound: Streaming<DeltaDiscoveryRequest>,
+    ) -> Self {
+        DeltaSession {
+            ctx,
+            stream_id,
+            node_id: opened.node_id,
+            snapshots: opened.snapshots,
+            inbound,
+            st: DeltaStream {
+                types: BTreeMap::new(),
+                nonce: 0,
+                eds_due: BTreeSet::new(),
+            },
+            next: Some(first),
+        }
+    }
+
+    /// Handles the next request or snapshot change: the responses it calls
+    /// for, in order (often none); `None` once the client is gone.
+    async fn step(&mut self) -> Result<Option<Responses>, Status> {
+        if let Some(req) = self.next.take() {
+            return self.request(req).map(Some);
         }
         tokio::select! {
-            req = inbound.next() => match req {
-                Some(Ok(r)) => next = Some(r),
-                Some(Err(status)) => {
-                    debug!(%node_id, %status, "stream error");
-                    return Ok(());
+            req = self.inbound.next() => match req {
+                Some(Ok(r)) => {
+                    self.next = Some(r);
+                    Ok(Some(Vec::new()))
                 }
-                None => return Ok(()),
+                Some(Err(status)) => {
+                    debug!(node_id = %self.node_id, %status, "stream error");
+                    Ok(None)
+                }
+                None => Ok(None),
             },
-            changed = opened.snapshots.changed() => {
+            changed = self.snapshots.changed() => {
                 if changed.is_err() {
                     return Err(Status::unavailable("the proxy was removed"));
                 }
-                let snap = opened.snapshots.borrow_and_update().clone();
+                let snap = self.snapshots.borrow_and_update().clone();
+                let mut out = Vec::new();
                 if let Some(snap) = snap {
                     // Clusters before endpoints: a CDS response makes endpoints due.
                     for t in ResourceType::ORDER {
-                        if let Some(resp) = st.diff(t, &snap) {
-                            send_delta(ctx, stream_id, &node_id, tx, t, resp).await?;
+                        if let Some(resp) = self.st.diff(t, &snap) {
+                            out.push((t, resp));
                         }
                     }
                 }
+                Ok(Some(out))
             }
         }
     }
-}
 
-async fn send_delta(
-    ctx: &Ctx,
-    stream_id: u64,
-    node_id: &str,
-    tx: &mpsc::Sender<Result<EncodedDelta, Status>>,
-    t: ResourceType,
-    resp: EncodedDelta,
-) -> Result<(), Status> {
-    debug!(
-        node_id,
-        type_url = t.type_url(),
-        n = resp.resources.len(),
-        removed = resp.removed_resources.len(),
-        "sending"
-    );
-    ctx.stats.sent(prost::Message::encoded_len(&resp));
-    tx.send(Ok(resp))
-        .await
-        .map_err(|_| Status::cancelled("stream closed"))?;
-    ctx.events.event(stream_id, node_id, StreamEvent::Sent(t));
-    Ok(())
+    /// A subscription change, ACK or NACK: the response it calls for, if any.
+    fn request(&mut self, req: DeltaDiscoveryRequest) -> Result<Responses, Status> {
+        let (ctx, stream_id, node_id, st) =
+            (&self.ctx, self.stream_id, &self.node_id, &mut self.st);
+        check_node(req.node.as_ref(), node_id)?;
+        let Some(t) = ResourceType::from_type_url(&req.type_url) else {
+            debug!(type_url = %req.type_url, "ignoring unknown type");
+            return Ok(Vec::new());
+        };
+        let new_type = !st.types.contains_key(&t);
+        let state = st.types.entry(t).or_default();
+        if new_type {
+            state.wildcard = req.resource_names_subscribe.is_empty();
+            state.held = req
+                .initial_resource_versions
+                .iter()
+                .map(|(n, v)| (n.clone(), Arc::from(v.as_str())))
+                .collect();
+        }
+        for n in &req.resource_names_subscribe {
+            if n == "*" {
+                state.wildcard = true;
+            } else {
+                state.names.insert(n.clone());
+            }
+        }
+        for n in &req.resource_names_unsubscribe {
+            if n == "*" {
+                state.wildcard = false;
+            } else {
+                state.names.remove(n);
+                state.held.remove(n);
+            }
+        }
+        if !req.response_nonce.is_empty() {
+            let latest = state
+                .pending
+                .as_ref()
+                .is_some_and(|(n, _)| *n == req.response_nonce);
+            if latest {
+                let (_, undo) = state.pending.take().expect("checked");
+                match &req.error_detail {
+                    Some(err) => {
+                        for (name, prev) in undo.into_iter().rev() {
+                            match prev {
+                                Some(v) => state.held.insert(name, v),
+                                None => state.held.remove(&name),
+                            };
+                        }
+                        warn!(%node_id, type_url = %req.type_url, error = %err.message, "proxy rejected an update");
+                        ctx.events.event(
+                            stream_id,
+                            &node_id,
+                            StreamEvent::Nacked(t, err.message.clone()),
+                        );
+                    }
+                    None => ctx.events.event(stream_id, &node_id, StreamEvent::Acked(t)),
+                }
+            }
+        }
+        // A pure ACK/NACK changes no subscription and needs no reply; anything
+        // else may call for resources the client does not hold yet.
+        let pure_ack = !req.response_nonce.is_empty()
+            && req.resource_names_subscribe.is_empty()
+            && req.resource_names_unsubscribe.is_empty();
+        let snap = self.snapshots.borrow().clone();
+        Ok(match snap {
+            Some(snap) if !pure_ack => st.diff(t, &snap).map(|r| (t, r)).into_iter().collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// Accounts for a response handed to the HTTP/2 stream.
+    fn sending(&self, t: ResourceType, resp: &EncodedDelta) {
+        debug!(
+            node_id = %self.node_id,
+            type_url = t.type_url(),
+            n = resp.resources.len(),
+            removed = resp.removed_resources.len(),
+            "sending"
+        );
+        self.ctx.stats.sent(prost::Message::encoded_len(resp));
+        self.ctx
+            .events
+            .event(self.stream_id, &self.node_id, StreamEvent::Sent(t));
+    }
 }
 
 // ---------------------------------------------------------------- state of the world
