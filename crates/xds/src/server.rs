@@ -488,11 +488,11 @@ impl DeltaSession {
                         warn!(%node_id, type_url = %req.type_url, error = %err.message, "proxy rejected an update");
                         ctx.events.event(
                             stream_id,
-                            &node_id,
+                            node_id,
                             StreamEvent::Nacked(t, err.message.clone()),
                         );
                     }
-                    None => ctx.events.event(stream_id, &node_id, StreamEvent::Acked(t)),
+                    None => ctx.events.event(stream_id, node_id, StreamEvent::Acked(t)),
                 }
             }
         }
