@@ -200,10 +200,11 @@ pub struct Lifecycle {
 struct LifecycleState {
     /// Current stream per proxy (mesh, name).
     active: HashMap<(String, String), u64>,
-    subscriptions: HashMap<u64, Subscription>,
+    /// By stream id; touched on every response and ACK, so a fast hasher.
+    subscriptions: foldhash::HashMap<u64, Subscription>,
     /// Proxies whose Dataplane this control plane created from node metadata.
     registered: HashSet<(String, String)>,
-    dirty: HashSet<u64>,
+    dirty: foldhash::HashSet<u64>,
 }
 
 /// How many past subscriptions an insight keeps.

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 /// One encoded resource with its content version.
 #[derive(Debug)]
 pub struct VersionedResource {
-    pub name: String,
+    /// Shared with the snapshot's key and every stream's records.
+    pub name: Arc<str>,
     /// Shared with every stream's record of what its client holds, so
     /// "already sent" is a pointer comparison.
     pub version: Arc<str>,
@@ -28,11 +29,11 @@ pub struct VersionedResource {
 /// Everything one proxy should have, by type and name.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub resources: BTreeMap<ResourceType, BTreeMap<String, Arc<VersionedResource>>>,
+    pub resources: BTreeMap<ResourceType, BTreeMap<Arc<str>, Arc<VersionedResource>>>,
 }
 
 impl Snapshot {
-    pub fn of_type(&self, t: ResourceType) -> Option<&BTreeMap<String, Arc<VersionedResource>>> {
+    pub fn of_type(&self, t: ResourceType) -> Option<&BTreeMap<Arc<str>, Arc<VersionedResource>>> {
         self.resources.get(&t)
     }
 
@@ -55,7 +56,7 @@ impl Snapshot {
 
 /// A version for a set of resources (state of the world): a hash of their names and versions.
 pub fn set_version<'a>(
-    items: impl Iterator<Item = (&'a String, &'a Arc<VersionedResource>)>,
+    items: impl Iterator<Item = (&'a Arc<str>, &'a Arc<VersionedResource>)>,
 ) -> String {
     let mut h = DefaultHasher::new();
     for (n, r) in items {
@@ -91,14 +92,14 @@ impl SnapshotCache {
         let key = (plan.resource_type(), digest);
         let mut interned = self.interned.lock().expect("intern lock");
         if let Some(r) = interned.map.get(&key).and_then(Weak::upgrade)
-            && r.name == plan.name()
+            && *r.name == *plan.name()
         {
             return r;
         }
         let version: Arc<str> = format!("{digest:016x}").into();
         let any = to_any(plan);
         let r = Arc::new(VersionedResource {
-            name: plan.name().to_string(),
+            name: plan.name().into(),
             delta: encode_resource(plan.name(), &version, &any),
             version,
             any,

@@ -276,14 +276,14 @@ impl Drop for Disconnect {
 // ---------------------------------------------------------------- delta
 
 /// Per resource, the version held before a response (`None`: not held).
-type Undo = Vec<(String, Option<Arc<str>>)>;
+type Undo = Vec<(Arc<str>, Option<Arc<str>>)>;
 
 #[derive(Default)]
 struct DeltaType {
     wildcard: bool,
     names: BTreeSet<String>,
     /// What the client is believed to hold: name -> version.
-    held: HashMap<String, Arc<str>>,
+    held: foldhash::HashMap<Arc<str>, Arc<str>>,
     /// The latest nonce sent and how to undo it on a NACK.
     pending: Option<(String, Undo)>,
 }
@@ -300,7 +300,7 @@ struct DeltaStream {
     /// Clusters sent whose endpoints must follow, even unchanged (see
     /// [`DeltaStream::endpoints_due`]); kept until an Endpoints response
     /// carries them, which may be after the client subscribes to them.
-    eds_due: BTreeSet<String>,
+    eds_due: foldhash::HashSet<Arc<str>>,
 }
 
 impl DeltaStream {
@@ -319,15 +319,15 @@ impl DeltaStream {
         let mut resources = Vec::new();
         let mut undo = Vec::new();
         for (name, r) in desired {
-            let held = state.held.get(name);
-            let due = t == ResourceType::Endpoints && self.eds_due.contains(name);
+            let held = state.held.get(&**name);
+            let due = t == ResourceType::Endpoints && self.eds_due.contains(&**name);
             if (!due && held.is_some_and(|v| Arc::ptr_eq(v, &r.version) || **v == *r.version))
                 || !state.wants(name)
             {
                 continue;
             }
             if due {
-                self.eds_due.remove(name);
+                self.eds_due.remove(&**name);
             }
             if t == ResourceType::Cluster {
                 self.eds_due.insert(name.clone());
@@ -338,15 +338,18 @@ impl DeltaStream {
                 state.held.insert(name.clone(), r.version.clone()),
             ));
         }
-        let mut removed: Vec<String> = state
+        let mut gone: Vec<Arc<str>> = state
             .held
             .keys()
-            .filter(|n| !desired.contains_key(*n) || !state.wants(n))
+            .filter(|n| !desired.contains_key(&***n) || !state.wants(n))
             .cloned()
             .collect();
-        removed.sort();
-        for name in &removed {
-            undo.push((name.clone(), state.held.remove(name)));
+        gone.sort();
+        let mut removed = Vec::with_capacity(gone.len());
+        for name in gone {
+            removed.push(name.to_string());
+            let held = state.held.remove(&name);
+            undo.push((name, held));
         }
         if resources.is_empty() && removed.is_empty() {
             return None;
@@ -393,7 +396,7 @@ impl DeltaSession {
             st: DeltaStream {
                 types: BTreeMap::new(),
                 nonce: 0,
-                eds_due: BTreeSet::new(),
+                eds_due: Default::default(),
             },
             next: Some(first),
         }
@@ -452,7 +455,7 @@ impl DeltaSession {
             state.held = req
                 .initial_resource_versions
                 .iter()
-                .map(|(n, v)| (n.clone(), Arc::from(v.as_str())))
+                .map(|(n, v)| (Arc::from(n.as_str()), Arc::from(v.as_str())))
                 .collect();
         }
         for n in &req.resource_names_subscribe {
@@ -467,7 +470,7 @@ impl DeltaSession {
                 state.wildcard = false;
             } else {
                 state.names.remove(n);
-                state.held.remove(n);
+                state.held.remove(n.as_str());
             }
         }
         if !req.response_nonce.is_empty() {
@@ -538,7 +541,7 @@ struct SotwStream {
     types: BTreeMap<ResourceType, SotwType>,
     nonce: u64,
     /// The clusters (name -> version) of the latest CDS response.
-    sent_clusters: HashMap<String, Arc<str>>,
+    sent_clusters: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl SotwStream {
@@ -548,7 +551,7 @@ impl SotwStream {
         let empty = BTreeMap::new();
         let all = snap.of_type(t).unwrap_or(&empty);
         let wanted = all.iter().filter(|(n, _)| {
-            (t.is_wildcard() && state.names.is_empty()) || state.names.contains(*n)
+            (t.is_wildcard() && state.names.is_empty()) || state.names.contains(&***n)
         });
         let version = set_version(wanted.clone());
         if state.sent_version.as_ref() == Some(&version) {
@@ -564,7 +567,7 @@ impl SotwStream {
             // carrying its ClusterLoadAssignment arrives, even an unchanged
             // one (it waits out the initial fetch timeout otherwise): such
             // clusters' endpoints are due again.
-            let clusters: HashMap<String, Arc<str>> = wanted
+            let clusters: HashMap<Arc<str>, Arc<str>> = wanted
                 .map(|(n, r)| (n.clone(), r.version.clone()))
                 .collect();
             let warming = clusters
@@ -572,7 +575,7 @@ impl SotwStream {
                 .filter(|(n, v)| self.sent_clusters.get(*n) != Some(*v))
                 .map(|(n, _)| n);
             if let Some(eds) = self.types.get_mut(&ResourceType::Endpoints)
-                && warming.clone().any(|n| eds.names.contains(n))
+                && warming.clone().any(|n| eds.names.contains(&**n))
             {
                 eds.sent_version = None;
             }
