@@ -306,7 +306,7 @@ async fn delta_resumes_from_initial_resource_versions_and_removes_deleted() {
         .of_type(ResourceType::Cluster)
         .unwrap()
         .iter()
-        .map(|(n, r)| (n.clone(), r.version.to_string()))
+        .map(|(n, r)| (n.to_string(), r.version.to_string()))
         .collect();
 
     // Reconnect claiming the clusters already: CDS has nothing to send, so the
@@ -343,7 +343,7 @@ async fn delta_reconnect_with_a_stale_cluster_gets_its_endpoints_again() {
             .of_type(t)
             .unwrap()
             .iter()
-            .map(|(n, r)| (n.clone(), r.version.to_string()))
+            .map(|(n, r)| (n.to_string(), r.version.to_string()))
             .collect()
     };
     let old_clusters = versions(ResourceType::Cluster);
