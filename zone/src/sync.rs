@@ -275,7 +275,7 @@ impl Sync {
             reload.extend(self.meshes.keys().cloned());
         }
         // Whole meshes (re)loaded: every connected proxy of them is affected.
-        let mut regenerate: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut regenerate: BTreeMap<String, Affected> = BTreeMap::new();
         for mesh in &reload {
             let Ok(mesh_name) = MeshName::new(mesh.as_str()) else {
                 continue;
@@ -312,10 +312,7 @@ impl Sync {
                 .collect();
             state.timeouts_dirty = false;
             state.ctx = Arc::new(ctx);
-            regenerate
-                .entry(mesh.clone())
-                .or_default()
-                .extend(state.connected.keys().cloned());
+            regenerate.entry(mesh.clone()).or_default().set_all();
             b.dataplanes.entry(mesh.clone()).or_default();
         }
 
@@ -370,7 +367,7 @@ impl Sync {
                     Err(e) => return Err(e),
                 }
                 if state.connected.contains_key(name) {
-                    affected.insert(name.clone());
+                    affected.insert(name);
                 }
             }
             let mut changed_services: BTreeSet<String> = BTreeSet::new();
@@ -411,12 +408,12 @@ impl Sync {
                     Err(e) => return Err(e),
                 }
                 state.timeouts_dirty = true;
-                affected.extend(state.connected.keys().cloned());
+                affected.set_all();
             }
             ctx.offline = self.offline.get(&mesh).cloned().unwrap_or_default();
             for (name, meta) in b.connected.get(&mesh).into_iter().flatten() {
                 state.connected.entry(name.clone()).or_default().meta = *meta;
-                affected.insert(name.clone());
+                affected.insert(name);
             }
 
             // Endpoints: recompute when dataplanes, services or liveness moved.
@@ -435,7 +432,7 @@ impl Sync {
                     .collect();
                 for (proxy, deps) in &state.connected {
                     if deps.clusters.iter().any(|c| changed_clusters.contains(c)) {
-                        affected.insert(proxy.clone());
+                        affected.insert(proxy);
                     }
                 }
                 state.endpoints = Arc::new(endpoints);
@@ -446,7 +443,7 @@ impl Sync {
                     if deps.all_services
                         || deps.services.iter().any(|s| changed_services.contains(s))
                     {
-                        affected.insert(proxy.clone());
+                        affected.insert(proxy);
                     }
                 }
             }
@@ -474,24 +471,27 @@ impl Sync {
 
         let mut generated = 0usize;
         let mut pushed = 0usize;
-        for (mesh, proxies) in regenerate {
+        for (mesh, affected) in regenerate {
             let Some(state) = self.meshes.get_mut(&mesh) else {
                 continue;
             };
-            if state.timeouts_dirty && !proxies.is_empty() {
+            if state.timeouts_dirty && !affected.is_empty() {
                 let policies: Vec<Policy> = state.timeouts.values().cloned().collect();
                 Arc::make_mut(&mut state.ctx).timeouts = Arc::new(PolicySet::new(&policies));
                 state.timeouts_dirty = false;
             }
-            for name in proxies {
-                let Some(deps) = state.connected.get_mut(&name) else {
-                    continue;
-                };
-                let Some(dp) = state.ctx.dataplanes.get(&name) else {
-                    continue;
+            let MeshState {
+                ctx,
+                endpoints,
+                connected,
+                ..
+            } = state;
+            let mut regen = |name: &str, deps: &mut ProxyDeps| {
+                let Some(dp) = ctx.dataplanes.get(name) else {
+                    return;
                 };
                 let meta = deps.meta;
-                let plan = generate_with(&state.ctx, &state.endpoints, dp, meta);
+                let plan = generate_with(ctx, endpoints, dp, meta);
                 for w in &plan.warnings {
                     debug!(%mesh, %name, warning = %w, "generation warning");
                 }
@@ -499,9 +499,23 @@ impl Sync {
                 generated += 1;
                 if self
                     .cache
-                    .set(&crate::bootstrap::node_id(&mesh, &name), &plan.resources)
+                    .set(&crate::bootstrap::node_id(&mesh, name), &plan.resources)
                 {
                     pushed += 1;
+                }
+            };
+            match affected {
+                Affected::All => {
+                    for (name, deps) in connected.iter_mut() {
+                        regen(name, deps);
+                    }
+                }
+                Affected::Only(names) => {
+                    for name in names {
+                        if let Some(deps) = connected.get_mut(&name) {
+                            regen(&name, deps);
+                        }
+                    }
                 }
             }
         }
@@ -641,6 +655,38 @@ impl Sync {
 fn key(kind: ResourceKind, mesh: &MeshName, name: &str) -> Result<ResourceKey, StoreError> {
     let n = ResourceName::new(name).map_err(|_| StoreError::MeshNotFound(mesh.clone()))?;
     Ok(ResourceKey::in_mesh(kind, mesh.clone(), n).expect("mesh-scoped kind"))
+}
+
+/// The connected proxies of a mesh to regenerate.
+#[derive(Debug)]
+enum Affected {
+    /// Every connected proxy (a mesh-wide change): no list of names built.
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl Default for Affected {
+    fn default() -> Self {
+        Affected::Only(BTreeSet::new())
+    }
+}
+
+impl Affected {
+    fn insert(&mut self, name: &str) {
+        if let Affected::Only(names) = self
+            && !names.contains(name)
+        {
+            names.insert(name.to_string());
+        }
+    }
+
+    fn set_all(&mut self) {
+        *self = Affected::All;
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Affected::Only(names) if names.is_empty())
+    }
 }
 
 fn deps_of(

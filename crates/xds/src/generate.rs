@@ -388,12 +388,18 @@ fn resolve_outbound<'a>(
         return pick_port(svc, b.port);
     }
     let service = o.tags.get(SERVICE_TAG)?;
-    let svc = ctx.services.values().find(|s| {
+    let selects = |s: &MeshServiceView| {
         s.spec
             .selector
             .dataplane_tags
             .as_ref()
             .is_some_and(|t| t.len() == 1 && t.get(SERVICE_TAG) == Some(service))
-    })?;
+    };
+    // The MeshService generated from a tag is named after it: found without
+    // a scan of the mesh's services; any other that selects the tag otherwise.
+    let svc = match ctx.services.get(service) {
+        Some(s) if selects(s) => s,
+        _ => ctx.services.values().find(|s| selects(s))?,
+    };
     pick_port(svc, None)
 }
