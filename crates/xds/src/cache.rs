@@ -6,7 +6,7 @@ use crate::plan::{ResourcePlan, ResourceType};
 use crate::wire::encode_resource;
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::watch;
@@ -69,7 +69,7 @@ pub fn set_version<'a>(
 /// Snapshots of every proxy, each behind a watch channel its ADS stream follows.
 #[derive(Default)]
 pub struct SnapshotCache {
-    proxies: Mutex<HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
+    proxies: Mutex<foldhash::HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
     interned: Mutex<Interned>,
 }
 
@@ -78,7 +78,7 @@ pub struct SnapshotCache {
 /// for the same name.
 #[derive(Default)]
 struct Interned {
-    map: HashMap<(ResourceType, u64), Weak<VersionedResource>>,
+    map: foldhash::HashMap<(ResourceType, u64), Weak<VersionedResource>>,
     sweep_at: usize,
 }
 
