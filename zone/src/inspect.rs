@@ -43,9 +43,13 @@ pub async fn dataplane_config(
     let plan = plan_for(store, mesh, name).await?;
     let snap = SnapshotCache::new().build(&plan.resources);
     let mut out = serde_json::Map::new();
-    for (t, items) in &snap.resources {
+    for t in kuma_xds::ResourceType::ORDER {
+        let items = snap.of_type(t);
+        if items.is_empty() {
+            continue;
+        }
         let list: Vec<Value> = items
-            .values()
+            .iter()
             .map(|r| json!({ "name": r.name, "version": r.version, "typeUrl": t.type_url(), "config": r.plan }))
             .collect();
         let key = match t {

@@ -33,8 +33,8 @@ fn write(spec: Value) -> Write {
 async fn outbound_request_ms(server: &DpServer) -> Option<u64> {
     server.sync.flush().await;
     let snap = server.cache.get("default.web-1")?;
-    snap.of_type(ResourceType::Listener)?
-        .values()
+    snap.of_type(ResourceType::Listener)
+        .iter()
         .find_map(|r| match &r.plan {
             ResourcePlan::Listener(l) if !l.inbound => match &l.filter {
                 FilterPlan::Http { timeouts, .. } => Some(timeouts.request_ms),

@@ -6,7 +6,6 @@ use crate::plan::{ResourcePlan, ResourceType};
 use crate::wire::encode_resource;
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
-use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::watch;
@@ -26,41 +25,65 @@ pub struct VersionedResource {
     pub plan: ResourcePlan,
 }
 
-/// Everything one proxy should have, by type and name.
+/// Everything one proxy should have: one list sorted by type, then name
+/// (one allocation per proxy; lookups by binary search).
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub resources: BTreeMap<ResourceType, BTreeMap<Arc<str>, Arc<VersionedResource>>>,
+    entries: Vec<Arc<VersionedResource>>,
 }
 
 impl Snapshot {
-    pub fn of_type(&self, t: ResourceType) -> Option<&BTreeMap<Arc<str>, Arc<VersionedResource>>> {
-        self.resources.get(&t)
+    /// From resources in any order; of two with the same type and name, the later one.
+    pub fn new(mut entries: Vec<Arc<VersionedResource>>) -> Self {
+        // Stable: equal keys stay in their order, and the last of them is kept.
+        entries.sort_by(|a, b| Self::key(a).cmp(&Self::key(b)));
+        let mut kept: Vec<Arc<VersionedResource>> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match kept.last_mut() {
+                Some(last) if Self::key(last) == Self::key(&e) => *last = e,
+                _ => kept.push(e),
+            }
+        }
+        Snapshot { entries: kept }
+    }
+
+    fn key(r: &VersionedResource) -> (ResourceType, &str) {
+        (r.plan.resource_type(), &r.name)
+    }
+
+    /// The resources of type `t`, by name.
+    pub fn of_type(&self, t: ResourceType) -> &[Arc<VersionedResource>] {
+        let start = self.entries.partition_point(|r| r.plan.resource_type() < t);
+        let end = start + self.entries[start..].partition_point(|r| r.plan.resource_type() == t);
+        &self.entries[start..end]
+    }
+
+    pub fn get(&self, t: ResourceType, name: &str) -> Option<&Arc<VersionedResource>> {
+        let of = self.of_type(t);
+        of.binary_search_by(|r| (*r.name).cmp(name))
+            .ok()
+            .map(|i| &of[i])
+    }
+
+    /// Every resource, by type and then name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<VersionedResource>> {
+        self.entries.iter()
     }
 
     /// Whether both hold the same names at the same versions.
     pub fn same_as(&self, other: &Snapshot) -> bool {
-        self.resources.len() == other.resources.len()
-            && self
-                .resources
-                .iter()
-                .zip(&other.resources)
-                .all(|((ta, a), (tb, b))| {
-                    ta == tb
-                        && a.len() == b.len()
-                        && a.iter().zip(b).all(|((na, ra), (nb, rb))| {
-                            Arc::ptr_eq(ra, rb) || (na == nb && ra.version == rb.version)
-                        })
-                })
+        self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(&other.entries).all(|(a, b)| {
+                Arc::ptr_eq(a, b) || (Self::key(a) == Self::key(b) && a.version == b.version)
+            })
     }
 }
 
 /// A version for a set of resources (state of the world): a hash of their names and versions.
-pub fn set_version<'a>(
-    items: impl Iterator<Item = (&'a Arc<str>, &'a Arc<VersionedResource>)>,
-) -> String {
+pub fn set_version<'a>(items: impl Iterator<Item = &'a Arc<VersionedResource>>) -> String {
     let mut h = DefaultHasher::new();
-    for (n, r) in items {
-        n.hash(&mut h);
+    for r in items {
+        r.name.hash(&mut h);
         r.version.hash(&mut h);
     }
     format!("{:016x}", h.finish())
@@ -115,15 +138,7 @@ impl SnapshotCache {
 
     /// Builds a snapshot from plans (without storing it).
     pub fn build(&self, plans: &[ResourcePlan]) -> Snapshot {
-        let mut snap = Snapshot::default();
-        for p in plans {
-            let r = self.intern(p);
-            snap.resources
-                .entry(p.resource_type())
-                .or_default()
-                .insert(r.name.clone(), r);
-        }
-        snap
+        Snapshot::new(plans.iter().map(|p| self.intern(p)).collect())
     }
 
     /// Sets a proxy's snapshot. Returns whether anything changed for it.

@@ -314,11 +314,11 @@ impl DeltaStream {
     /// (otherwise the cluster waits out Envoy's 15 s initial fetch timeout).
     fn diff(&mut self, t: ResourceType, snap: &Snapshot) -> Option<EncodedDelta> {
         let state = self.types.get_mut(&t)?;
-        let empty = BTreeMap::new();
-        let desired = snap.of_type(t).unwrap_or(&empty);
+        let desired = snap.of_type(t);
         let mut resources = Vec::new();
         let mut undo = Vec::new();
-        for (name, r) in desired {
+        for r in desired {
+            let name = &r.name;
             let held = state.held.get(&**name);
             let due = t == ResourceType::Endpoints && self.eds_due.contains(&**name);
             if (!due && held.is_some_and(|v| Arc::ptr_eq(v, &r.version) || **v == *r.version))
@@ -341,7 +341,7 @@ impl DeltaStream {
         let mut gone: Vec<Arc<str>> = state
             .held
             .keys()
-            .filter(|n| !desired.contains_key(&***n) || !state.wants(n))
+            .filter(|n| snap.get(t, n).is_none() || !state.wants(n))
             .cloned()
             .collect();
         gone.sort();
@@ -548,16 +548,14 @@ impl SotwStream {
     /// The response that brings the client of type `t` up to `snap`, if any is needed.
     fn response(&mut self, t: ResourceType, snap: &Snapshot) -> Option<DiscoveryResponse> {
         let state = self.types.get_mut(&t)?;
-        let empty = BTreeMap::new();
-        let all = snap.of_type(t).unwrap_or(&empty);
-        let wanted = all.iter().filter(|(n, _)| {
-            (t.is_wildcard() && state.names.is_empty()) || state.names.contains(&***n)
+        let wanted = snap.of_type(t).iter().filter(|r| {
+            (t.is_wildcard() && state.names.is_empty()) || state.names.contains(&*r.name)
         });
         let version = set_version(wanted.clone());
         if state.sent_version.as_ref() == Some(&version) {
             return None;
         }
-        let resources = wanted.clone().map(|(_, r)| r.any.clone()).collect();
+        let resources = wanted.clone().map(|r| r.any.clone()).collect();
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         state.nonce = Some(nonce.clone());
@@ -568,7 +566,7 @@ impl SotwStream {
             // one (it waits out the initial fetch timeout otherwise): such
             // clusters' endpoints are due again.
             let clusters: HashMap<Arc<str>, Arc<str>> = wanted
-                .map(|(n, r)| (n.clone(), r.version.clone()))
+                .map(|r| (r.name.clone(), r.version.clone()))
                 .collect();
             let warming = clusters
                 .iter()

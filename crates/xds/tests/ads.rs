@@ -304,9 +304,8 @@ async fn delta_resumes_from_initial_resource_versions_and_removes_deleted() {
     let snap = cache.get(NODE).unwrap();
     let held: HashMap<String, String> = snap
         .of_type(ResourceType::Cluster)
-        .unwrap()
         .iter()
-        .map(|(n, r)| (n.to_string(), r.version.to_string()))
+        .map(|r| (r.name.to_string(), r.version.to_string()))
         .collect();
 
     // Reconnect claiming the clusters already: CDS has nothing to send, so the
@@ -341,9 +340,8 @@ async fn delta_reconnect_with_a_stale_cluster_gets_its_endpoints_again() {
             .get(NODE)
             .unwrap()
             .of_type(t)
-            .unwrap()
             .iter()
-            .map(|(n, r)| (n.to_string(), r.version.to_string()))
+            .map(|r| (r.name.to_string(), r.version.to_string()))
             .collect()
     };
     let old_clusters = versions(ResourceType::Cluster);

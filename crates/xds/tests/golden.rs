@@ -205,16 +205,16 @@ fn run_case(input_path: &Path) {
     .unwrap();
     writeln!(out, "warnings: {:?}", plan.warnings).unwrap();
     writeln!(out, "resources:").unwrap();
-    for (t, items) in &snap.resources {
-        for (name, r) in items {
-            writeln!(
-                out,
-                "- type: {t:?}\n  name: {name:?}\n  version: {}\n  envoy: |",
-                r.version
-            )
-            .unwrap();
-            out += &render(&r.plan, &r.any);
-        }
+    for r in snap.iter() {
+        writeln!(
+            out,
+            "- type: {:?}\n  name: {:?}\n  version: {}\n  envoy: |",
+            r.plan.resource_type(),
+            &*r.name,
+            r.version
+        )
+        .unwrap();
+        out += &render(&r.plan, &r.any);
     }
     let golden = input_path.with_file_name(
         input_path

@@ -194,12 +194,10 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
     let resps = server.ads_stats.responses.load(Ordering::Relaxed) - before_resps;
     let after = server.cache.get("default.dp-0").expect("snapshot");
     let mut changed_size = 0usize;
-    for (t, items) in &after.resources {
-        for (name, r) in items {
-            let old = sample.of_type(*t).and_then(|m| m.get(name));
-            if old.is_none_or(|o| o.version != r.version) {
-                changed_size += r.any.encoded_len();
-            }
+    for r in after.iter() {
+        let old = sample.get(r.plan.resource_type(), &r.name);
+        if old.is_none_or(|o| o.version != r.version) {
+            changed_size += r.any.encoded_len();
         }
     }
     if let Some(secs) = std::env::var("ADS_BENCH_PAUSE")
