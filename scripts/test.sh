@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 if [ -x e2e/install-deps.sh ]; then e2e/install-deps.sh; fi
 
-# The binaries the end-to-end suites run, built once with the selection they
-# all use (a different selection would resolve features differently and rebuild).
-cargo build -p kuma-cp-bin -p kuma-dp-bin
-cargo test --workspace --all-targets
+# Every test target and the binaries the end-to-end suites run as processes,
+# built once by cargo test itself; the suites take kuma-cp and kuma-dp from
+# KUMA_TEST_BIN_DIR instead of running cargo build (which resolves features
+# differently and would link both binaries again).
+cargo test --workspace --all-targets --no-run
+KUMA_TEST_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" cargo test --workspace --all-targets
 
 if [ -x scripts/schemathesis.sh ]; then scripts/schemathesis.sh; fi

@@ -17,22 +17,10 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the binaries under test (a no-op when fresh) and returns their directory.
+/// The directory of the binaries under test (see [`kuma_testkit::bin_dir`]).
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace_root())
-            .args(["build", "-p", "kuma-cp-bin", "-p", "kuma-dp-bin"])
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building kuma-cp and kuma-dp failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"));
-        target.join("debug")
-    })
+    DIR.get_or_init(|| kuma_testkit::bin_dir(false))
 }
 
 /// Makes sure `envoy` is on PATH, installing it with `e2e/install-deps.sh` if not.

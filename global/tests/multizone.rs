@@ -17,30 +17,9 @@ use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("global sits in the workspace")
-        .to_path_buf()
-}
-
 fn kuma_cp() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace_root())
-            // The same selection as the other suites and scripts/test.sh, so
-            // cargo resolves the same features and this build is a no-op.
-            .args(["build", "-p", "kuma-cp-bin", "-p", "kuma-dp-bin"])
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building kuma-cp failed");
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"))
-            .join("debug/kuma-cp")
-    })
+    BIN.get_or_init(|| kuma_testkit::bin_dir(false).join("kuma-cp"))
 }
 
 use kuma_testkit::free_port;

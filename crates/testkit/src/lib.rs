@@ -81,3 +81,38 @@ mod tests {
         assert_ne!(second, first + 1);
     }
 }
+
+/// The directory holding the `kuma-cp` and `kuma-dp` binaries that suites run
+/// as processes (`release` picks the release profile).
+///
+/// With `KUMA_TEST_BIN_DIR` set (scripts/test.sh sets it once `cargo test
+/// --no-run` has built every target, these binaries included) that directory
+/// is used as is: no cargo run from inside a test, which would resolve the
+/// workspace's features differently from `cargo test` and link both binaries
+/// again. Otherwise `cargo build -p kuma-cp-bin -p kuma-dp-bin` builds them
+/// (a no-op when fresh).
+pub fn bin_dir(release: bool) -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    if let Some(dir) = std::env::var_os("KUMA_TEST_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/testkit sits two levels below the workspace root")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build
+        .current_dir(&workspace)
+        .args(["build", "-p", "kuma-cp-bin", "-p", "kuma-dp-bin"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("running cargo build");
+    assert!(status.success(), "building kuma-cp and kuma-dp failed");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join(if release { "release" } else { "debug" })
+}

@@ -23,23 +23,8 @@ fn kuma_cp_bin() -> &'static Path {
             return PathBuf::from(bin);
         }
         let kumactl = Path::new(KUMACTL);
-        let dir = kumactl.parent().expect("kumactl has a directory");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("ctl/ sits in the workspace");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(workspace)
-            // The same selection as the other suites and scripts/test.sh, so
-            // cargo resolves the same features and this build is a no-op.
-            .args(["build", "-p", "kuma-cp-bin", "-p", "kuma-dp-bin"]);
-        if dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build --bin kuma-cp");
-        assert!(status.success(), "cargo build --bin kuma-cp failed");
-        dir.join("kuma-cp")
+        let release = kumactl.parent().is_some_and(|dir| dir.ends_with("release"));
+        kuma_testkit::bin_dir(release).join("kuma-cp")
     })
 }
 
