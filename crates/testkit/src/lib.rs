@@ -54,34 +54,6 @@ fn bindable(port: u16) -> bool {
         && UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
-        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
-        let unique: HashSet<u16> = ports.iter().copied().collect();
-        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
-        for p in &ports {
-            assert!((LOW..HIGH).contains(p), "{p} outside {LOW}..{HIGH}");
-        }
-        // A port handed out can be bound by the caller.
-        let l = TcpListener::bind(("127.0.0.1", ports[0])).expect("bind the port");
-        // And it is never handed out again while in use or afterwards.
-        drop(l);
-        assert!(!(0..50).map(|_| free_port()).any(|p| p == ports[0]));
-    }
-
-    #[test]
-    fn a_port_in_use_is_skipped() {
-        let first = free_port();
-        let _held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, first + 1));
-        let second = free_port();
-        assert_ne!(second, first + 1);
-    }
-}
-
 /// The directory holding the `kuma-cp` and `kuma-dp` binaries that suites run
 /// as processes (`release` picks the release profile).
 ///
@@ -115,4 +87,32 @@ pub fn bin_dir(release: bool) -> std::path::PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
         .join(if release { "release" } else { "debug" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let unique: HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        for p in &ports {
+            assert!((LOW..HIGH).contains(p), "{p} outside {LOW}..{HIGH}");
+        }
+        // A port handed out can be bound by the caller.
+        let l = TcpListener::bind(("127.0.0.1", ports[0])).expect("bind the port");
+        // And it is never handed out again while in use or afterwards.
+        drop(l);
+        assert!(!(0..50).map(|_| free_port()).any(|p| p == ports[0]));
+    }
+
+    #[test]
+    fn a_port_in_use_is_skipped() {
+        let first = free_port();
+        let _held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, first + 1));
+        let second = free_port();
+        assert_ne!(second, first + 1);
+    }
 }
