@@ -353,10 +353,7 @@ pub async fn migrate_up(config: &PostgresConfig) -> Result<SchemaVersions, OpenE
 
 pub struct PostgresStore {
     pool: PgPool,
-    feed: Arc<Feed>,
-    /// To the notifier task, which ends once this is dropped (after sending
-    /// what is queued).
-    notify: mpsc::UnboundedSender<Change>,
+    announcer: Announcer,
     listener: JoinHandle<()>,
     catch_up: JoinHandle<()>,
     /// Single updates go through the group-commit writer ([`group`]).
@@ -419,11 +416,11 @@ impl PostgresStore {
         ));
         let catch_up = tokio::spawn(feed::run_catch_up(pool.clone(), feed.clone(), asked));
         let (updates, queued) = mpsc::unbounded_channel();
-        let updater = tokio::spawn(group::run(pool.clone(), queued));
+        let announcer = Announcer { feed, notify };
+        let updater = tokio::spawn(group::run(pool.clone(), queued, announcer.clone()));
         Ok(PostgresStore {
             pool,
-            feed,
-            notify,
+            announcer,
             listener,
             catch_up,
             updates,
@@ -439,8 +436,21 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
-    /// Announces committed changes: here at once, to other instances through
-    /// the notifier.
+    fn announce(&self, changes: Vec<Change>) {
+        self.announcer.announce(changes);
+    }
+}
+
+/// Announces committed changes: here at once, to other instances through
+/// the notifier task (which ends once every announcer is dropped, after
+/// sending what is queued).
+#[derive(Clone)]
+struct Announcer {
+    feed: Arc<Feed>,
+    notify: mpsc::UnboundedSender<Change>,
+}
+
+impl Announcer {
     fn announce(&self, changes: Vec<Change>) {
         self.feed.publish(&changes);
         for c in changes {
@@ -992,16 +1002,11 @@ impl ResourceStore for PostgresStore {
         };
         let stopped = || StoreError::Backend("the PostgreSQL update writer stopped".into());
         self.updates.send(update).map_err(|_| stopped())?;
+        // The writer has announced the change when it answers.
         let Some(written) = answer.await.map_err(|_| stopped())?? else {
             return Err(self.missed_write(key, expected_version).await);
         };
         let (version, creation_time) = (written.version, written.created);
-        self.announce(vec![Change {
-            op: ChangeOp::Updated,
-            key: key.clone(),
-            version,
-            born: creation_time.timestamp_micros(),
-        }]);
         Ok(Resource {
             key: key.clone(),
             meta: ResourceMeta {
@@ -1106,7 +1111,7 @@ impl ResourceStore for PostgresStore {
     }
 
     fn watch(&self) -> broadcast::Receiver<ChangeEvent> {
-        self.feed.subscribe()
+        self.announcer.feed.subscribe()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use kuma_model::ResourceKind;
 use kuma_store::testing::TestPostgres;
-use kuma_store::testing::conformance::{mk_key, mk_mesh_key, mk_write};
+use kuma_store::testing::conformance::{mk_key, mk_labelled, mk_mesh_key, mk_write};
 use kuma_store::{ChangeOp, OpenError, PostgresStore, ResourceStore, StoreError, migrate_up};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -252,4 +252,66 @@ async fn writes_whose_notification_was_lost_are_caught_up() {
         .expect("caught up")
         .unwrap();
     assert_eq!((ev.op, ev.key), (ChangeOp::Deleted, key));
+}
+
+/// Concurrent updates are written as groups: one that PostgreSQL refuses
+/// (a NUL character, which `jsonb` cannot hold) fails alone, the others of
+/// its group are written and announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_update_fails_alone_in_its_group() {
+    let pg = TestPostgres::start_async().await;
+    let config = pg.config();
+    migrate_up(&config).await.unwrap();
+    let store = std::sync::Arc::new(PostgresStore::open(&config).await.unwrap());
+    store
+        .create(&mk_mesh_key("default"), mk_write(json!({})))
+        .await
+        .unwrap();
+    let keys: Vec<_> = (0..40)
+        .map(|i| mk_key(ResourceKind::MeshTimeout, "default", &format!("t-{i}")))
+        .collect();
+    for k in &keys {
+        store.create(k, mk_write(json!({"v": 0}))).await.unwrap();
+    }
+    let mut feed = store.watch();
+    let tasks: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let (store, key) = (store.clone(), k.clone());
+            tokio::spawn(async move {
+                let label = if i == 17 { "bad\0value" } else { "fine" };
+                store
+                    .update(
+                        &key,
+                        mk_labelled(json!({"v": i}), &[("team", label)]),
+                        Some(1),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match (i, t.await.unwrap()) {
+            (17, Err(StoreError::Backend(_))) => {}
+            (17, other) => panic!("the refused update: {other:?}"),
+            (_, Ok(r)) => assert_eq!(r.meta.version, 2),
+            (_, Err(e)) => panic!("update {i} failed with its group: {e}"),
+        }
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let want = if i == 17 { 1 } else { 2 };
+        assert_eq!(store.get(k).await.unwrap().meta.version, want, "{k}");
+    }
+    let mut updated = 0;
+    while updated < 39 {
+        let ev = tokio::time::timeout(Duration::from_secs(2), feed.recv())
+            .await
+            .expect("39 update events")
+            .unwrap();
+        if ev.op == ChangeOp::Updated {
+            assert_ne!(ev.key, keys[17]);
+            updated += 1;
+        }
+    }
 }

@@ -192,3 +192,72 @@ impl SnapshotCache {
             .count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ClusterPlan, ClusterSource, EndpointSet, EndpointsPlan, Protocol};
+    use crate::timeout::Timeouts;
+
+    fn cluster(name: &str, connect_ms: u64) -> ResourcePlan {
+        ResourcePlan::Cluster(ClusterPlan {
+            name: name.into(),
+            protocol: Protocol::Tcp,
+            source: ClusterSource::Eds,
+            timeouts: Timeouts {
+                connection_ms: connect_ms,
+                ..Timeouts::default()
+            },
+        })
+    }
+
+    fn endpoints(name: &str) -> ResourcePlan {
+        ResourcePlan::Endpoints(EndpointsPlan {
+            cluster: name.into(),
+            endpoints: EndpointSet::new(Vec::new()),
+        })
+    }
+
+    #[test]
+    fn snapshots_list_by_type_and_name_and_keep_the_last_duplicate() {
+        let cache = SnapshotCache::new();
+        let snap = cache.build(&[
+            endpoints("b"),
+            cluster("b", 1),
+            cluster("a", 1),
+            cluster("b", 2),
+            endpoints("a"),
+        ]);
+        let names =
+            |t| -> Vec<String> { snap.of_type(t).iter().map(|r| r.name.to_string()).collect() };
+        assert_eq!(names(ResourceType::Cluster), ["a", "b"]);
+        assert_eq!(names(ResourceType::Endpoints), ["a", "b"]);
+        assert!(names(ResourceType::Listener).is_empty());
+        assert!(names(ResourceType::Route).is_empty());
+        let b = snap.get(ResourceType::Cluster, "b").expect("b");
+        assert_eq!(b.plan, cluster("b", 2));
+        assert!(snap.get(ResourceType::Cluster, "c").is_none());
+        assert!(snap.get(ResourceType::Listener, "a").is_none());
+        assert_eq!(snap.iter().count(), 4);
+
+        // Equal plans are one shared entry; same_as compares names and versions.
+        let again = cache.build(&[
+            cluster("a", 1),
+            cluster("b", 2),
+            endpoints("a"),
+            endpoints("b"),
+        ]);
+        assert!(snap.same_as(&again));
+        assert!(Arc::ptr_eq(
+            b,
+            again.get(ResourceType::Cluster, "b").expect("b")
+        ));
+        let changed = cache.build(&[
+            cluster("a", 1),
+            cluster("b", 3),
+            endpoints("a"),
+            endpoints("b"),
+        ]);
+        assert!(!snap.same_as(&changed));
+    }
+}

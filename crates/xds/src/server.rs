@@ -213,20 +213,35 @@ impl AdsServer {
                 Some(Ok(r)) => r,
                 _ => return,
             };
-            let opened = match open(&ctx, stream_id, first.node.as_ref(), &metadata).await {
-                Ok(o) => o,
-                Err(status) => {
+            // Opening runs in a task of its own: `connected` may be halfway
+            // (insight written, subscription recorded) when the client goes
+            // away and the HTTP/2 layer drops this stream. The task finishes
+            // anyway, and the guard it returns, dropped with its unclaimed
+            // output, still announces the disconnect.
+            let opening = {
+                let (ctx, node) = (ctx.clone(), first.node.clone());
+                tokio::spawn(async move {
+                    let opened = open(&ctx, stream_id, node.as_ref(), &metadata).await?;
+                    // Announces the disconnect however the stream ends.
+                    let gone = Disconnect {
+                        events: ctx.events.clone(),
+                        stream_id,
+                        node_id: opened.node_id.clone(),
+                    };
+                    Ok::<_, Status>((opened, gone))
+                })
+            };
+            let (opened, _gone) = match opening.await {
+                Ok(Ok(o)) => o,
+                Ok(Err(status)) => {
                     warn!(stream_id, reason = status.message(), "stream refused");
                     yield Err(status);
                     return;
                 }
-            };
-            // Announces the disconnect however the stream ends, dropped by
-            // the HTTP/2 layer included.
-            let _gone = Disconnect {
-                events: ctx.events.clone(),
-                stream_id,
-                node_id: opened.node_id.clone(),
+                Err(_) => {
+                    yield Err(Status::internal("opening the stream failed"));
+                    return;
+                }
             };
             let mut session = DeltaSession::new(ctx, stream_id, opened, first, inbound);
             loop {

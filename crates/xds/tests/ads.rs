@@ -40,16 +40,23 @@ impl StreamAuth for TokenAuth {
 }
 
 #[derive(Default)]
-struct Recorder(Mutex<Vec<StreamEvent>>);
+struct Recorder {
+    events: Mutex<Vec<StreamEvent>>,
+    connected: Mutex<Vec<u64>>,
+    disconnected: Mutex<Vec<u64>>,
+}
 
 #[tonic::async_trait]
 impl StreamEvents for Recorder {
-    async fn connected(&self, _id: u64, _node: &Node) -> Result<(), Status> {
+    async fn connected(&self, id: u64, _node: &Node) -> Result<(), Status> {
+        self.connected.lock().unwrap().push(id);
         Ok(())
     }
-    async fn disconnected(&self, _id: u64, _node_id: &str) {}
+    async fn disconnected(&self, id: u64, _node_id: &str) {
+        self.disconnected.lock().unwrap().push(id);
+    }
     fn event(&self, _id: u64, _node_id: &str, e: StreamEvent) {
-        self.0.lock().unwrap().push(e);
+        self.events.lock().unwrap().push(e);
     }
 }
 
@@ -227,7 +234,7 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
     .await;
     // Wait for the server to have taken the NACK in.
     while !events
-        .0
+        .events
         .lock()
         .unwrap()
         .iter()
@@ -246,7 +253,7 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
     assert_eq!(next2.type_url, ResourceType::Listener.type_url());
     assert_eq!(next2.resources.len(), 1);
 
-    let ev = events.0.lock().unwrap().clone();
+    let ev = events.events.lock().unwrap().clone();
     assert!(ev.contains(&StreamEvent::Nacked(
         ResourceType::Endpoints,
         "bad endpoint".into()
@@ -401,6 +408,67 @@ async fn refusals_say_why() {
     s.send(again).await;
     let err = s.rx.next().await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+/// Every delta stream that was announced connected is announced gone exactly
+/// once, whether the client leaves or the server ends it; a refused one never.
+#[tokio::test]
+async fn delta_disconnects_are_announced_once() {
+    let (cache, events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let settle = || async {
+        for _ in 0..100 {
+            let (c, d) = (
+                events.connected.lock().unwrap().len(),
+                events.disconnected.lock().unwrap().len(),
+            );
+            if c == d {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut c = events.connected.lock().unwrap().clone();
+        let mut d = events.disconnected.lock().unwrap().clone();
+        c.sort();
+        d.sort();
+        (c, d)
+    };
+
+    // Refused: never connected, never disconnected.
+    let (tx, rx) = mpsc::channel(4);
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    tx.send(first).await.unwrap();
+    let mut refused = client
+        .delta_aggregated_resources(with_token(ReceiverStream::new(rx), "forged"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(refused.next().await.unwrap().is_err());
+    assert_eq!(settle().await, (vec![], vec![]));
+
+    // The client goes away.
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    let mut s = Delta::open(&mut client, first).await.unwrap();
+    s.recv().await;
+    drop(s);
+    let (c, d) = settle().await;
+    assert_eq!((c.len(), &c), (1, &d));
+
+    // The server ends the stream (the node id changed).
+    let mut first = sub(ResourceType::Cluster, &[]);
+    first.node = node(NODE);
+    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let cds = s.recv().await;
+    let mut again = sub(ResourceType::Listener, &[]);
+    again.node = node("default.someone-else");
+    again.response_nonce = cds.nonce;
+    s.send(again).await;
+    assert!(s.rx.next().await.unwrap().is_err());
+    let (c, d) = settle().await;
+    assert_eq!((c.len(), &c), (2, &d));
 }
 
 /// A state-of-the-world stream for NODE whose first request asks for clusters.

@@ -3,8 +3,8 @@
 //! ```text
 //!  update() ──▶ queue ──▶ writer task: takes what is queued (each key once,
 //!  update() ──▶   │        at most MAX_BATCH), one `UPDATE … FROM unnest(…)`
-//!  update() ──▶   │        per batch, up to IN_FLIGHT batches at a time
-//!                 ▼
+//!  update() ──▶   │        per batch, up to IN_FLIGHT batches at a time,
+//!                 ▼        announces what it wrote, then answers
 //!  each caller gets its own row back (new version, creation time), or
 //!  nothing when its row is gone or its expected version is stale
 //! ```
@@ -15,12 +15,20 @@
 //! Each update keeps its own outcome: a stale version fails that update only,
 //! because the version check is part of the row's match, not an error.
 //!
-//! A batch whose statement fails (a lost connection, a deadlock with a
-//! concurrent batch over the same keys) is written again update by update, so
-//! one caller's failure is never another's.
+//! Locks: the statement first locks its rows in `(kind, name, mesh)` order,
+//! the order [`super::lock_rows`] uses for batches, so two groups in flight,
+//! or a group and a batch, cannot deadlock over the same keys.
+//!
+//! Failures: when the statement is refused (PostgreSQL reports an error for
+//! it, say a value it cannot store), nothing of it was written and each
+//! update is written alone, so one caller's bad row is never another's
+//! error. When the connection or the pool fails, every caller of the group
+//! gets that error at once. An update whose caller has gone away before its
+//! group is formed is dropped unwritten.
 
-use crate::StoreError;
+use super::{Announcer, Change};
 use crate::row::{mesh_col, version_from_sql, version_to_sql};
+use crate::{ChangeOp, StoreError};
 use chrono::{DateTime, Utc};
 use kuma_model::ResourceKey;
 use sqlx::Row;
@@ -31,16 +39,22 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Most updates one statement carries.
 const MAX_BATCH: usize = 256;
-/// Batches written at the same time (each on its own pooled connection).
+/// Statements written at the same time (each on its own pooled connection).
 const IN_FLIGHT: usize = 4;
 
-const UPDATE: &str = "UPDATE resources r SET version = r.version + 1, labels = u.labels::jsonb, \
-     spec = u.spec::json, status = u.status::json, modification_time = u.mt \
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-     $7::timestamptz[], $8::bigint[], $9::int4[]) \
-     AS u(kind, mesh, name, labels, spec, status, mt, expected, i) \
+const UPDATE: &str = "WITH u AS (\
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+       $6::text[], $7::timestamptz[], $8::bigint[], $9::int4[]) \
+       AS u(kind, mesh, name, labels, spec, status, mt, expected, i)), \
+     locked AS (\
+       SELECT r.kind, r.mesh, r.name FROM resources r \
+       JOIN u ON r.kind = u.kind AND r.mesh = u.mesh AND r.name = u.name \
+       ORDER BY r.kind, r.name, r.mesh FOR UPDATE OF r) \
+     UPDATE resources r SET version = r.version + 1, labels = u.labels::jsonb, \
+       spec = u.spec::json, status = u.status::json, modification_time = u.mt \
+     FROM u JOIN locked l ON l.kind = u.kind AND l.mesh = u.mesh AND l.name = u.name \
      WHERE r.kind = u.kind AND r.mesh = u.mesh AND r.name = u.name \
-     AND (u.expected IS NULL OR r.version = u.expected) \
+       AND (u.expected IS NULL OR r.version = u.expected) \
      RETURNING u.i, r.version, r.creation_time";
 
 /// One queued update: the row's new columns, serialized by the caller.
@@ -62,75 +76,106 @@ pub(super) struct Written {
 }
 
 /// The writer task: runs until every sender is gone.
-pub(super) async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Update>) {
+pub(super) async fn run(
+    pool: PgPool,
+    mut rx: mpsc::UnboundedReceiver<Update>,
+    announcer: Announcer,
+) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    // Updates held back because their key was already in the batch being
-    // formed; they go first next time, in the order they came.
+    // Updates held back because their key was already in the group being
+    // formed; they are looked at first next time.
     let mut held: VecDeque<Update> = VecDeque::new();
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let first = match held.pop_front() {
-            Some(u) => u,
-            None => match rx.recv().await {
-                Some(u) => u,
-                None => return,
-            },
-        };
-        let mut keys = HashSet::from([first.key.clone()]);
-        let mut batch = vec![first];
+        let mut batch: Vec<Update> = Vec::new();
+        let mut keys = HashSet::new();
         let mut earlier = std::mem::take(&mut held);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && held.len() < MAX_BATCH {
             let next = match earlier.pop_front() {
                 Some(u) => u,
+                None if batch.is_empty() => match rx.recv().await {
+                    Some(u) => u,
+                    None => return,
+                },
                 None => match rx.try_recv() {
                     Ok(u) => u,
                     Err(_) => break,
                 },
             };
+            if next.reply.is_closed() {
+                continue;
+            }
             if keys.insert(next.key.clone()) {
                 batch.push(next);
             } else {
                 held.push_back(next);
             }
         }
-        // What was held back was seen before what is still in `earlier`.
         held.extend(earlier);
-        let pool = pool.clone();
+        if batch.is_empty() {
+            continue;
+        }
+        let (pool, announcer) = (pool.clone(), announcer.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            write(&pool, batch).await;
+            write(&pool, batch, &announcer).await;
         });
     }
 }
 
-/// Writes a batch (keys distinct) and answers every caller.
-async fn write(pool: &PgPool, batch: Vec<Update>) {
-    let together = match batch.len() {
-        1 => None,
-        // On an error nothing of the batch was written: each update alone.
-        _ => statement(pool, &batch).await.ok(),
-    };
-    match together {
-        Some(written) => {
-            for (u, w) in batch.into_iter().zip(written) {
-                // A caller that went away no longer needs its answer.
-                let _ = u.reply.send(Ok(w));
+/// Writes a group (keys distinct), announces what it wrote, answers every caller.
+async fn write(pool: &PgPool, batch: Vec<Update>, announcer: &Announcer) {
+    if batch.len() > 1 {
+        match statement(pool, &batch).await {
+            Ok(written) => return finish(batch.into_iter().zip(written).collect(), announcer),
+            // Refused by PostgreSQL: nothing of it was written; each alone below.
+            Err(sqlx::Error::Database(_)) => {}
+            Err(e) => {
+                for u in batch {
+                    let _ = u.reply.send(Err(StoreError::Backend(e.to_string().into())));
+                }
+                return;
             }
         }
-        None => {
-            for u in batch {
-                let r = statement(pool, std::slice::from_ref(&u)).await;
-                let _ = u.reply.send(r.map(|w| w.into_iter().next().flatten()));
+    }
+    for u in batch {
+        match statement(pool, std::slice::from_ref(&u)).await {
+            Ok(w) => {
+                let w = w.into_iter().next().flatten();
+                finish(vec![(u, w)], announcer);
+            }
+            Err(e) => {
+                let _ = u.reply.send(Err(StoreError::backend(e)));
             }
         }
     }
 }
 
+fn finish(done: Vec<(Update, Option<Written>)>, announcer: &Announcer) {
+    let changes: Vec<Change> = done
+        .iter()
+        .filter_map(|(u, w)| {
+            w.map(|w| Change {
+                op: ChangeOp::Updated,
+                key: u.key.clone(),
+                version: w.version,
+                born: w.created.timestamp_micros(),
+            })
+        })
+        .collect();
+    if !changes.is_empty() {
+        announcer.announce(changes);
+    }
+    for (u, w) in done {
+        // A caller that went away no longer needs its answer.
+        let _ = u.reply.send(Ok(w));
+    }
+}
+
 /// One statement for `batch`: what each update wrote, in batch order.
-async fn statement(pool: &PgPool, batch: &[Update]) -> Result<Vec<Option<Written>>, StoreError> {
-    let be = StoreError::backend;
+async fn statement(pool: &PgPool, batch: &[Update]) -> Result<Vec<Option<Written>>, sqlx::Error> {
     let n = batch.len();
     let mut kinds = Vec::with_capacity(n);
     let mut meshes = Vec::with_capacity(n);
@@ -163,18 +208,17 @@ async fn statement(pool: &PgPool, batch: &[Update]) -> Result<Vec<Option<Written
         .bind(expected)
         .bind(index)
         .fetch_all(pool)
-        .await
-        .map_err(be)?;
+        .await?;
     let mut out = vec![None; n];
     for row in rows {
-        let i: i32 = row.try_get(0).map_err(be)?;
+        let i: i32 = row.try_get(0)?;
         let slot = usize::try_from(i)
             .ok()
             .and_then(|i| out.get_mut(i))
-            .ok_or_else(|| StoreError::Backend(format!("update returned row {i}").into()))?;
+            .ok_or_else(|| sqlx::Error::Protocol(format!("update returned row {i}")))?;
         *slot = Some(Written {
-            version: version_from_sql(row.try_get(1).map_err(be)?),
-            created: row.try_get(2).map_err(be)?,
+            version: version_from_sql(row.try_get(1)?),
+            created: row.try_get(2)?,
         });
     }
     Ok(out)
