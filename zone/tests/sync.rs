@@ -44,6 +44,16 @@ async fn outbound_request_ms(server: &DpServer) -> Option<u64> {
         })
 }
 
+/// web-1's clusters and their versions.
+async fn cluster_versions(server: &DpServer) -> Vec<(String, String)> {
+    server.sync.flush().await;
+    let snap = server.cache.get("default.web-1").expect("snapshot");
+    snap.of_type(ResourceType::Cluster)
+        .iter()
+        .map(|r| (r.name.to_string(), r.version.to_string()))
+        .collect()
+}
+
 async fn eventually(server: &DpServer, want: u64) {
     for _ in 0..200 {
         if outbound_request_ms(server).await == Some(want) {
@@ -94,6 +104,8 @@ async fn mesh_timeout_create_update_delete_reach_connected_proxies() {
     });
     // Kuma's default request timeout until a MeshTimeout says otherwise.
     eventually(&server, 15_000).await;
+    let clusters = cluster_versions(&server).await;
+    assert_eq!(clusters.len(), 2, "{clusters:?}");
 
     let mt = key(ResourceKind::MeshTimeout, "backend-timeouts");
     let spec = |t: &str| {
@@ -102,6 +114,9 @@ async fn mesh_timeout_create_update_delete_reach_connected_proxies() {
     };
     store.create(&mt, write(spec("3s"))).await.unwrap();
     eventually(&server, 3_000).await;
+    // A request timeout is the route's: the clusters (and so their
+    // endpoints) are not sent again.
+    assert_eq!(cluster_versions(&server).await, clusters);
 
     let current = store.get(&mt).await.unwrap();
     store

@@ -197,16 +197,16 @@ impl SnapshotCache {
 mod tests {
     use super::*;
     use crate::plan::{ClusterPlan, ClusterSource, EndpointSet, EndpointsPlan, Protocol};
-    use crate::timeout::Timeouts;
+    use crate::timeout::ClusterTimeouts;
 
     fn cluster(name: &str, connect_ms: u64) -> ResourcePlan {
         ResourcePlan::Cluster(ClusterPlan {
             name: name.into(),
             protocol: Protocol::Tcp,
             source: ClusterSource::Eds,
-            timeouts: Timeouts {
+            timeouts: ClusterTimeouts {
                 connection_ms: connect_ms,
-                ..Timeouts::default()
+                ..ClusterTimeouts::default()
             },
         })
     }

@@ -7,7 +7,7 @@ use crate::plan::{
     ClusterPlan, ClusterSource, EndpointSet, EndpointsPlan, FilterPlan, ListenerPlan, Protocol,
     ResourcePlan, SocketAddr,
 };
-use crate::timeout::Timeouts;
+use crate::timeout::{ClusterTimeouts, Timeouts};
 use kuma_policy::{DestinationRef, InboundRef, ProxyRef, ProxyRules};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -166,7 +166,7 @@ pub fn generate_with(
                     address: service_address,
                     port: service_port,
                 }),
-                timeouts,
+                timeouts: timeouts.for_cluster(),
             }));
         }
         let address = inbound
@@ -248,7 +248,7 @@ pub fn generate_with(
             name: PASSTHROUGH.into(),
             protocol: Protocol::Tcp,
             source: ClusterSource::OriginalDst,
-            timeouts: Timeouts::default(),
+            timeouts: ClusterTimeouts::default(),
         }));
         plan.resources.push(ResourcePlan::Listener(ListenerPlan {
             name: PASSTHROUGH.into(),
@@ -305,7 +305,7 @@ pub fn generate_with(
             name: cluster.clone(),
             protocol,
             source: ClusterSource::Eds,
-            timeouts,
+            timeouts: timeouts.for_cluster(),
         }));
         plan.resources.push(ResourcePlan::Endpoints(EndpointsPlan {
             endpoints: endpoints.get(&cluster),

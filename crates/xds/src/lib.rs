@@ -30,5 +30,5 @@ pub use generate::{
 pub use input::MeshContext;
 pub use plan::{ResourcePlan, ResourceType};
 pub use server::{AdsServer, StreamAuth, StreamEvents};
-pub use timeout::Timeouts;
+pub use timeout::{ClusterTimeouts, Timeouts};
 pub use wire::{AdsService, EncodedDelta};

@@ -2,7 +2,7 @@
 //! before it becomes protobuf. Versions are hashes of these values (never of
 //! encoded protobuf, whose map order is unstable).
 
-use crate::timeout::Timeouts;
+use crate::timeout::{ClusterTimeouts, Timeouts};
 use serde::{Serialize, Serializer};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -92,7 +92,7 @@ pub struct ClusterPlan {
     pub name: String,
     pub protocol: Protocol,
     pub source: ClusterSource,
-    pub timeouts: Timeouts,
+    pub timeouts: ClusterTimeouts,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -31,7 +31,35 @@ impl Default for Timeouts {
     }
 }
 
+/// The part of [`Timeouts`] a cluster carries. A cluster plan holds only
+/// this, so a change to a listener-only timeout (`http.requestTimeout`,
+/// `streamIdleTimeout`, `requestHeadersTimeout`) leaves clusters at their
+/// version: Envoy would get nothing new, and their endpoints need no resend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterTimeouts {
+    pub connection_ms: u64,
+    pub idle_ms: u64,
+    pub max_stream_duration_ms: u64,
+    pub max_connection_duration_ms: u64,
+}
+
+impl Default for ClusterTimeouts {
+    fn default() -> Self {
+        Timeouts::default().for_cluster()
+    }
+}
+
 impl Timeouts {
+    pub fn for_cluster(self) -> ClusterTimeouts {
+        ClusterTimeouts {
+            connection_ms: self.connection_ms,
+            idle_ms: self.idle_ms,
+            max_stream_duration_ms: self.max_stream_duration_ms,
+            max_connection_duration_ms: self.max_connection_duration_ms,
+        }
+    }
+
     /// Applies a merged MeshTimeout `default` on top of Kuma's defaults.
     /// Unparseable durations keep the default (validation refuses them on write).
     pub fn from_conf(conf: Option<&Value>) -> Self {

@@ -12,7 +12,8 @@ use kuma_xds::plan::{
 };
 use kuma_xds::server::StreamEvent;
 use kuma_xds::{
-    AdsServer, ResourcePlan, ResourceType, SnapshotCache, StreamAuth, StreamEvents, Timeouts,
+    AdsServer, ClusterTimeouts, ResourcePlan, ResourceType, SnapshotCache, StreamAuth,
+    StreamEvents, Timeouts,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,7 +77,7 @@ fn plans(backend_ports: &[u32], listener_port: u32) -> Vec<ResourcePlan> {
             name: cluster.clone(),
             protocol: Protocol::Http,
             source: ClusterSource::Eds,
-            timeouts: Timeouts::default(),
+            timeouts: ClusterTimeouts::default(),
         }),
         ResourcePlan::Endpoints(EndpointsPlan {
             cluster: cluster.clone(),
@@ -383,7 +384,16 @@ async fn refusals_say_why() {
     let (cache, _events, mut client) = start().await;
     cache.set(NODE, &plans(&[8080], 10001));
 
-    // Bad token.
+    let err = forged_delta(&mut client).await;
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("invalid dataplane token"));
+
+    let err = node_change(&mut client).await;
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+/// A delta stream for NODE with a forged token: the error that ends it.
+async fn forged_delta(client: &mut AggregatedDiscoveryServiceClient<Channel>) -> Status {
     let (tx, rx) = mpsc::channel(4);
     let mut first = sub(ResourceType::Cluster, &[]);
     first.node = node(NODE);
@@ -393,21 +403,21 @@ async fn refusals_say_why() {
         .await
         .unwrap()
         .into_inner();
-    let err = stream.next().await.unwrap().unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(err.message().contains("invalid dataplane token"));
+    stream.next().await.unwrap().unwrap_err()
+}
 
-    // The node id cannot change within a stream.
+/// A delta stream for NODE whose second request names another node: the
+/// error that ends it (the node id cannot change within a stream).
+async fn node_change(client: &mut AggregatedDiscoveryServiceClient<Channel>) -> Status {
     let mut first = sub(ResourceType::Cluster, &[]);
     first.node = node(NODE);
-    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let mut s = Delta::open(client, first).await.unwrap();
     let cds = s.recv().await;
     let mut again = sub(ResourceType::Listener, &[]);
     again.node = node("default.someone-else");
     again.response_nonce = cds.nonce;
     s.send(again).await;
-    let err = s.rx.next().await.unwrap().unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    s.rx.next().await.unwrap().unwrap_err()
 }
 
 /// Every delta stream that was announced connected is announced gone exactly
@@ -436,16 +446,7 @@ async fn delta_disconnects_are_announced_once() {
     };
 
     // Refused: never connected, never disconnected.
-    let (tx, rx) = mpsc::channel(4);
-    let mut first = sub(ResourceType::Cluster, &[]);
-    first.node = node(NODE);
-    tx.send(first).await.unwrap();
-    let mut refused = client
-        .delta_aggregated_resources(with_token(ReceiverStream::new(rx), "forged"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(refused.next().await.unwrap().is_err());
+    forged_delta(&mut client).await;
     assert_eq!(settle().await, (vec![], vec![]));
 
     // The client goes away.
@@ -458,15 +459,7 @@ async fn delta_disconnects_are_announced_once() {
     assert_eq!((c.len(), &c), (1, &d));
 
     // The server ends the stream (the node id changed).
-    let mut first = sub(ResourceType::Cluster, &[]);
-    first.node = node(NODE);
-    let mut s = Delta::open(&mut client, first).await.unwrap();
-    let cds = s.recv().await;
-    let mut again = sub(ResourceType::Listener, &[]);
-    again.node = node("default.someone-else");
-    again.response_nonce = cds.nonce;
-    s.send(again).await;
-    assert!(s.rx.next().await.unwrap().is_err());
+    node_change(&mut client).await;
     let (c, d) = settle().await;
     assert_eq!((c.len(), &c), (2, &d));
 }

@@ -150,7 +150,7 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         (l, read_line)
     })
     .await?;
-    let (line, read_line) = ready;
+    let (line, mut read_line) = ready;
     let connect_ms: f64 = line.strip_prefix("READY ").expect("READY").parse()?;
     let rss_connected = rss_kb();
 
@@ -167,38 +167,53 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(secs)).await;
     }
 
-    // One mesh-wide MeshTimeout change.
-    let before_cpu = cpu_time();
-    let before_bytes = server.ads_stats.bytes.load(Ordering::Relaxed);
-    let before_resps = server.ads_stats.responses.load(Ordering::Relaxed);
-    let sample = server.cache.get("default.dp-0").expect("snapshot");
-    writeln!(to_child, "MARK")?;
-    to_child.flush()?;
-    let started = Instant::now();
-    store
-        .create(
-            &key(ResourceKind::MeshTimeout, "mesh-wide"),
-            Write {
-                labels: BTreeMap::new(),
-                spec: json!({"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
-                    "default": {"idleTimeout": "20s", "http": {"requestTimeout": "3s"}}}]}),
-                status: None,
-            },
-        )
-        .await?;
-    let line = tokio::task::spawn_blocking(read_line).await?;
-    let change_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let change_cpu = cpu_time() - before_cpu;
-    assert!(line.starts_with("UPDATED"), "{line}");
-    let bytes = server.ads_stats.bytes.load(Ordering::Relaxed) - before_bytes;
-    let resps = server.ads_stats.responses.load(Ordering::Relaxed) - before_resps;
-    let after = server.cache.get("default.dp-0").expect("snapshot");
-    let mut changed_size = 0usize;
-    for r in after.iter() {
-        let old = sample.get(r.plan.resource_type(), &r.name);
-        if old.is_none_or(|o| o.version != r.version) {
-            changed_size += r.any.encoded_len();
+    // One mesh-wide MeshTimeout change that touches every proxy's outbound
+    // cluster and listener (idleTimeout is on both), then one that touches
+    // only the listener (the route's requestTimeout).
+    let mesh_timeout = |idle: &str, request: &str| Write {
+        labels: BTreeMap::new(),
+        spec: json!({"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
+            "default": {"idleTimeout": idle, "http": {"requestTimeout": request}}}]}),
+        status: None,
+    };
+    let mt_key = key(ResourceKind::MeshTimeout, "mesh-wide");
+    let mut changes = Vec::new();
+    for (label, write) in [
+        ("cluster + listener", mesh_timeout("20s", "3s")),
+        ("listener only", mesh_timeout("20s", "4s")),
+    ] {
+        let before_cpu = cpu_time();
+        let before_bytes = server.ads_stats.bytes.load(Ordering::Relaxed);
+        let before_resps = server.ads_stats.responses.load(Ordering::Relaxed);
+        let sample = server.cache.get("default.dp-0").expect("snapshot");
+        writeln!(to_child, "MARK")?;
+        to_child.flush()?;
+        let started = Instant::now();
+        if changes.is_empty() {
+            store.create(&mt_key, write).await?;
+        } else {
+            store.update(&mt_key, write, None).await?;
         }
+        let (line, back) = tokio::task::spawn_blocking(move || {
+            let mut f = read_line;
+            (f(), f)
+        })
+        .await?;
+        read_line = back;
+        let change_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let change_cpu = cpu_time() - before_cpu;
+        assert!(line.starts_with("UPDATED"), "{line}");
+        let bytes = server.ads_stats.bytes.load(Ordering::Relaxed) - before_bytes;
+        let resps = server.ads_stats.responses.load(Ordering::Relaxed) - before_resps;
+        let after = server.cache.get("default.dp-0").expect("snapshot");
+        let mut changed_size = 0usize;
+        for r in after.iter() {
+            let old = sample.get(r.plan.resource_type(), &r.name);
+            if old.is_none_or(|o| o.version != r.version) {
+                changed_size += r.any.encoded_len();
+            }
+        }
+        changes.push((label, change_ms, change_cpu, resps, bytes, changed_size));
     }
     if let Some(secs) = std::env::var("ADS_BENCH_PAUSE")
         .ok()
@@ -224,15 +239,19 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         per_dp(rss_store, rss_empty),
         per_dp(rss_connected, rss_store)
     );
-    println!("mesh-wide MeshTimeout change: every proxy updated after {change_ms:.0} ms");
-    println!(
-        "  control plane CPU: {:.0} ms",
-        change_cpu.as_secs_f64() * 1000.0
-    );
-    println!(
-        "  sent: {resps} responses, {bytes} bytes; changed resources per proxy: {changed_size} bytes; ratio {:.2}",
-        bytes as f64 / (n as f64 * changed_size as f64)
-    );
+    for (label, change_ms, change_cpu, resps, bytes, changed_size) in changes {
+        println!(
+            "mesh-wide MeshTimeout change ({label}): every proxy updated after {change_ms:.0} ms"
+        );
+        println!(
+            "  control plane CPU: {:.0} ms",
+            change_cpu.as_secs_f64() * 1000.0
+        );
+        println!(
+            "  sent: {resps} responses, {bytes} bytes; changed resources per proxy: {changed_size} bytes; ratio {:.2}",
+            bytes as f64 / (n as f64 * changed_size as f64)
+        );
+    }
     Ok(())
 }
 
@@ -295,13 +314,23 @@ async fn client_main(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     println!("READY {}", started.elapsed().as_millis());
-    let mut line = String::new();
-    tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await??;
-    shared.epoch.store(1, Ordering::SeqCst);
-    while shared.updated.load(Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    // Each MARK starts an epoch: UPDATED once every proxy got listeners in it.
+    loop {
+        let read = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|n| n > 0)
+        })
+        .await??;
+        if !read {
+            break;
+        }
+        shared.updated.store(0, Ordering::SeqCst);
+        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        while shared.updated.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        println!("UPDATED");
     }
-    println!("UPDATED");
     // Stay connected until killed: disconnecting now would put 10k
     // disconnections into the control plane's CPU time for the change.
     std::future::pending::<()>().await;
