@@ -59,10 +59,7 @@ impl Snapshot {
     }
 
     pub fn get(&self, t: ResourceType, name: &str) -> Option<&Arc<VersionedResource>> {
-        let of = self.of_type(t);
-        of.binary_search_by(|r| (*r.name).cmp(name))
-            .ok()
-            .map(|i| &of[i])
+        find(self.of_type(t), name)
     }
 
     /// Every resource, by type and then name.
@@ -77,6 +74,16 @@ impl Snapshot {
                 Arc::ptr_eq(a, b) || (Self::key(a) == Self::key(b) && a.version == b.version)
             })
     }
+}
+
+/// `name` in resources of one type, as [`Snapshot::of_type`] lists them.
+pub fn find<'a>(
+    of: &'a [Arc<VersionedResource>],
+    name: &str,
+) -> Option<&'a Arc<VersionedResource>> {
+    of.binary_search_by(|r| (*r.name).cmp(name))
+        .ok()
+        .map(|i| &of[i])
 }
 
 /// A version for a set of resources (state of the world): a hash of their names and versions.

@@ -229,9 +229,4 @@ impl ResourcePlan {
     pub fn digest(&self) -> u64 {
         digest_of(self)
     }
-
-    /// The version served to Envoy: the digest in hex.
-    pub fn version(&self) -> String {
-        format!("{:016x}", self.digest())
-    }
 }

@@ -5,7 +5,7 @@
 //! type; an ACK never triggers a resend; a NACK rolls back what the client is
 //! believed to hold and waits for the next change (no retry loop).
 
-use crate::cache::{Snapshot, SnapshotCache, set_version};
+use crate::cache::{Snapshot, SnapshotCache, find, set_version};
 use crate::plan::ResourceType;
 use crate::wire::{AdsService, BoxStream, EncodedDelta};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -356,7 +356,7 @@ impl DeltaStream {
         let mut gone: Vec<Arc<str>> = state
             .held
             .keys()
-            .filter(|n| snap.get(t, n).is_none() || !state.wants(n))
+            .filter(|n| find(desired, n).is_none() || !state.wants(n))
             .cloned()
             .collect();
         gone.sort();
@@ -489,12 +489,8 @@ impl DeltaSession {
             }
         }
         if !req.response_nonce.is_empty() {
-            let latest = state
-                .pending
-                .as_ref()
-                .is_some_and(|(n, _)| *n == req.response_nonce);
-            if latest {
-                let (_, undo) = state.pending.take().expect("checked");
+            // Only an answer to the latest response counts.
+            if let Some((_, undo)) = state.pending.take_if(|(n, _)| *n == req.response_nonce) {
                 match &req.error_detail {
                     Some(err) => {
                         for (name, prev) in undo.into_iter().rev() {

@@ -163,6 +163,12 @@ impl Delta {
             rx: resp.into_inner(),
         })
     }
+    /// A stream for NODE whose first request subscribes to every cluster.
+    async fn open_cds(client: &mut AggregatedDiscoveryServiceClient<Channel>) -> Delta {
+        let mut first = sub(ResourceType::Cluster, &[]);
+        first.node = node(NODE);
+        Delta::open(client, first).await.unwrap()
+    }
     async fn send(&self, r: DeltaDiscoveryRequest) {
         self.tx.send(r).await.unwrap();
     }
@@ -196,9 +202,7 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
     let (cache, events, mut client) = start().await;
     cache.set(NODE, &plans(&[8080], 10001));
 
-    let mut first = sub(ResourceType::Cluster, &[]);
-    first.node = node(NODE);
-    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let mut s = Delta::open_cds(&mut client).await;
     let cds = s.recv().await;
     assert_eq!(cds.type_url, ResourceType::Cluster.type_url());
     assert_eq!(cds.resources.len(), 1);
@@ -266,9 +270,7 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
 async fn delta_resends_the_endpoints_of_a_changed_cluster() {
     let (cache, _events, mut client) = start().await;
     cache.set(NODE, &plans(&[8080], 10001));
-    let mut first = sub(ResourceType::Cluster, &[]);
-    first.node = node(NODE);
-    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let mut s = Delta::open_cds(&mut client).await;
     let cds = s.recv().await;
     s.ack(&cds).await;
     s.send(sub(ResourceType::Endpoints, &["default_backend___msvc_80"]))
@@ -409,9 +411,7 @@ async fn forged_delta(client: &mut AggregatedDiscoveryServiceClient<Channel>) ->
 /// A delta stream for NODE whose second request names another node: the
 /// error that ends it (the node id cannot change within a stream).
 async fn node_change(client: &mut AggregatedDiscoveryServiceClient<Channel>) -> Status {
-    let mut first = sub(ResourceType::Cluster, &[]);
-    first.node = node(NODE);
-    let mut s = Delta::open(client, first).await.unwrap();
+    let mut s = Delta::open_cds(client).await;
     let cds = s.recv().await;
     let mut again = sub(ResourceType::Listener, &[]);
     again.node = node("default.someone-else");
@@ -450,9 +450,7 @@ async fn delta_disconnects_are_announced_once() {
     assert_eq!(settle().await, (vec![], vec![]));
 
     // The client goes away.
-    let mut first = sub(ResourceType::Cluster, &[]);
-    first.node = node(NODE);
-    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let mut s = Delta::open_cds(&mut client).await;
     s.recv().await;
     drop(s);
     let (c, d) = settle().await;
