@@ -19,7 +19,7 @@ use kuma_model::{MeshName, ResourceKey, ResourceKind, ResourceName};
 use kuma_store::{BatchOp, Expect, ResourceStore, StoreError, Write};
 use kuma_xds::ResourceType;
 use kuma_xds::input::DataplaneView;
-use kuma_xds::server::{StreamEvent, StreamEvents};
+use kuma_xds::server::{StreamCounters, StreamEvents, TypeCounts};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -123,13 +123,6 @@ fn dataplane_key(mesh: &str, name: &str) -> Result<ResourceKey, String> {
     ResourceKey::in_mesh(ResourceKind::Dataplane, m, n).map_err(|e| e.to_string())
 }
 
-#[derive(Clone, Debug, Default)]
-struct TypeCounts {
-    sent: u64,
-    acked: u64,
-    rejected: u64,
-}
-
 #[derive(Clone, Debug)]
 struct Subscription {
     mesh: String,
@@ -138,9 +131,10 @@ struct Subscription {
     connect_time: DateTime<Utc>,
     disconnect_time: Option<DateTime<Utc>>,
     version: Value,
-    counts: BTreeMap<ResourceType, TypeCounts>,
-    last_update: Option<DateTime<Utc>>,
-    last_error: Option<String>,
+    /// Kept by the stream; read when the insight is written.
+    counters: Arc<StreamCounters>,
+    /// `counters.events()` when the insight was last written.
+    written: u64,
 }
 
 impl Subscription {
@@ -153,22 +147,22 @@ impl Subscription {
             })
         };
         let mut total = TypeCounts::default();
-        for c in self.counts.values() {
-            total.sent += c.sent;
-            total.acked += c.acked;
-            total.rejected += c.rejected;
-        }
-        let mut status = json!({ "total": counts(&total) });
+        let mut status = json!({});
         for (t, key) in [
             (ResourceType::Cluster, "cds"),
             (ResourceType::Endpoints, "eds"),
             (ResourceType::Listener, "lds"),
             (ResourceType::Route, "rds"),
         ] {
-            status[key] = counts(&self.counts.get(&t).cloned().unwrap_or_default());
+            let c = self.counters.get(t);
+            total.sent += c.sent;
+            total.acked += c.acked;
+            total.rejected += c.rejected;
+            status[key] = counts(&c);
         }
-        if let Some(t) = &self.last_update {
-            status["lastUpdateTime"] = json!(format_time(t));
+        status["total"] = counts(&total);
+        if let Some(t) = self.counters.last_sent() {
+            status["lastUpdateTime"] = json!(format_time(&DateTime::<Utc>::from(t)));
         }
         let mut sub = json!({
             "id": self.id,
@@ -180,7 +174,7 @@ impl Subscription {
         if let Some(t) = &self.disconnect_time {
             sub["disconnectTime"] = json!(format_time(t));
         }
-        if let Some(e) = &self.last_error {
+        if let Some(e) = self.counters.last_rejection() {
             sub["status"]["lastRejection"] = json!(e);
         }
         sub
@@ -204,7 +198,6 @@ struct LifecycleState {
     subscriptions: foldhash::HashMap<u64, Subscription>,
     /// Proxies whose Dataplane this control plane created from node metadata.
     registered: HashSet<(String, String)>,
-    dirty: foldhash::HashSet<u64>,
 }
 
 /// How many past subscriptions an insight keeps.
@@ -243,9 +236,15 @@ impl Lifecycle {
     pub async fn flush(&self) {
         let dirty: Vec<Subscription> = {
             let mut st = self.state.lock().expect("lifecycle lock");
-            let ids: Vec<u64> = st.dirty.drain().collect();
-            ids.iter()
-                .filter_map(|id| st.subscriptions.get(id).cloned())
+            st.subscriptions
+                .values_mut()
+                .filter_map(|sub| {
+                    let events = sub.counters.events();
+                    (events != sub.written).then(|| {
+                        sub.written = events;
+                        sub.clone()
+                    })
+                })
                 .collect()
         };
         // One store batch per chunk (one transaction each) instead of a
@@ -384,7 +383,12 @@ fn envoy_version(node: &Node) -> Value {
 
 #[tonic::async_trait]
 impl StreamEvents for Lifecycle {
-    async fn connected(&self, stream_id: u64, node: &Node) -> Result<(), Status> {
+    async fn connected(
+        &self,
+        stream_id: u64,
+        node: &Node,
+        counters: Arc<StreamCounters>,
+    ) -> Result<(), Status> {
         let (mesh, name) = parse_node_id(&node.id)
             .ok_or_else(|| Status::invalid_argument("node id must be <mesh>.<name>"))?;
         let registered = match dataplane_from_node(node) {
@@ -420,9 +424,8 @@ impl StreamEvents for Lifecycle {
             connect_time: Utc::now(),
             disconnect_time: None,
             version,
-            counts: BTreeMap::new(),
-            last_update: None,
-            last_error: None,
+            written: counters.events(),
+            counters,
         };
         {
             let mut st = self.state.lock().expect("lifecycle lock");
@@ -452,7 +455,6 @@ impl StreamEvents for Lifecycle {
         let proxy = (mesh.to_string(), name.to_string());
         let (sub, was_current, registered) = {
             let mut st = self.state.lock().expect("lifecycle lock");
-            st.dirty.remove(&stream_id);
             let sub = st.subscriptions.remove(&stream_id);
             let was_current = st.active.get(&proxy) == Some(&stream_id);
             if was_current {
@@ -499,25 +501,6 @@ impl StreamEvents for Lifecycle {
                 }
             });
         }
-    }
-
-    fn event(&self, stream_id: u64, _node_id: &str, event: StreamEvent) {
-        let mut st = self.state.lock().expect("lifecycle lock");
-        let Some(sub) = st.subscriptions.get_mut(&stream_id) else {
-            return;
-        };
-        match event {
-            StreamEvent::Sent(t) => {
-                sub.counts.entry(t).or_default().sent += 1;
-                sub.last_update = Some(Utc::now());
-            }
-            StreamEvent::Acked(t) => sub.counts.entry(t).or_default().acked += 1,
-            StreamEvent::Nacked(t, error) => {
-                sub.counts.entry(t).or_default().rejected += 1;
-                sub.last_error = Some(error);
-            }
-        }
-        st.dirty.insert(stream_id);
     }
 }
 

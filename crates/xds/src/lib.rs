@@ -29,6 +29,6 @@ pub use generate::{
 };
 pub use input::MeshContext;
 pub use plan::{ResourcePlan, ResourceType};
-pub use server::{AdsServer, StreamAuth, StreamEvents};
+pub use server::{AdsServer, StreamAuth, StreamCounters, StreamEvents, TypeCounts};
 pub use timeout::{ClusterTimeouts, Timeouts};
 pub use wire::{AdsService, EncodedDelta};

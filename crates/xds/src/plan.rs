@@ -25,6 +25,11 @@ impl ResourceType {
         ResourceType::Route,
     ];
 
+    /// Position in [`ResourceType::ORDER`] (for per-type arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn type_url(self) -> &'static str {
         match self {
             ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",

@@ -14,6 +14,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,12 +23,85 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-/// What a stream reports about itself, for insights and lifecycle.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamEvent {
-    Sent(ResourceType),
-    Acked(ResourceType),
-    Nacked(ResourceType, String),
+/// One type's response counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TypeCounts {
+    pub sent: u64,
+    pub acked: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Default)]
+struct AtomicCounts {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// What a stream reports about itself, for insights: kept by the stream in
+/// atomics it alone writes, read by whoever holds the `Arc` (no lock and no
+/// call per response or ACK).
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    by_type: [AtomicCounts; ResourceType::ORDER.len()],
+    /// When the latest response was handed to the stream, in Unix ms (0: never).
+    last_sent_ms: AtomicI64,
+    last_rejection: std::sync::Mutex<Option<String>>,
+}
+
+impl StreamCounters {
+    pub fn get(&self, t: ResourceType) -> TypeCounts {
+        let c = &self.by_type[t.index()];
+        TypeCounts {
+            sent: c.sent.load(Relaxed),
+            acked: c.acked.load(Relaxed),
+            rejected: c.rejected.load(Relaxed),
+        }
+    }
+
+    /// Grows with every response, ACK and NACK: "anything new since" is
+    /// one comparison.
+    pub fn events(&self) -> u64 {
+        self.by_type
+            .iter()
+            .map(|c| c.sent.load(Relaxed) + c.acked.load(Relaxed) + c.rejected.load(Relaxed))
+            .sum()
+    }
+
+    pub fn last_sent(&self) -> Option<std::time::SystemTime> {
+        match self.last_sent_ms.load(Relaxed) {
+            0 => None,
+            ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)),
+        }
+    }
+
+    /// The reason the proxy gave for the latest update it rejected.
+    pub fn last_rejection(&self) -> Option<String> {
+        self.last_rejection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn sent(&self, t: ResourceType) {
+        self.by_type[t.index()].sent.fetch_add(1, Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as i64);
+        self.last_sent_ms.store(now, Relaxed);
+    }
+
+    fn acked(&self, t: ResourceType) {
+        self.by_type[t.index()].acked.fetch_add(1, Relaxed);
+    }
+
+    fn rejected(&self, t: ResourceType, reason: &str) {
+        *self
+            .last_rejection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        self.by_type[t.index()].rejected.fetch_add(1, Relaxed);
+    }
 }
 
 /// Checks a proxy's credentials when its stream opens.
@@ -36,14 +111,18 @@ pub trait StreamAuth: Send + Sync + 'static {
     async fn authenticate(&self, node: &Node, metadata: &MetadataMap) -> Result<(), Status>;
 }
 
-/// Hooks for the proxy lifecycle: a stream opened, closed, or (N)ACKed.
+/// Hooks for the proxy lifecycle: a stream opened or closed.
 #[tonic::async_trait]
 pub trait StreamEvents: Send + Sync + 'static {
-    /// Called once the stream is authenticated, before anything is sent.
-    /// An error refuses the stream.
-    async fn connected(&self, stream_id: u64, node: &Node) -> Result<(), Status>;
+    /// Called once the stream is authenticated, before anything is sent,
+    /// with the counters the stream will keep. An error refuses the stream.
+    async fn connected(
+        &self,
+        stream_id: u64,
+        node: &Node,
+        counters: Arc<StreamCounters>,
+    ) -> Result<(), Status>;
     async fn disconnected(&self, stream_id: u64, node_id: &str);
-    fn event(&self, stream_id: u64, node_id: &str, event: StreamEvent);
 }
 
 /// Serves ADS from a [`SnapshotCache`].
@@ -106,6 +185,7 @@ impl AdsServer {
 struct Opened {
     node_id: String,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    counters: Arc<StreamCounters>,
 }
 
 async fn open(
@@ -126,11 +206,16 @@ async fn open(
         .stats
         .streams
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    server.events.connected(stream_id, node).await?;
+    let counters = Arc::<StreamCounters>::default();
+    server
+        .events
+        .connected(stream_id, node, counters.clone())
+        .await?;
     info!(node_id = %node.id, stream_id, "proxy connected");
     Ok(Opened {
         node_id: node.id.clone(),
         snapshots,
+        counters,
     })
 }
 
@@ -181,7 +266,7 @@ impl AdsServer {
                 }
             };
             let node_id = opened.node_id.clone();
-            let result = sotw_loop(&ctx, stream_id, opened, first, inbound, &tx).await;
+            let result = sotw_loop(&ctx, opened, first, inbound, &tx).await;
             if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }
@@ -243,7 +328,7 @@ impl AdsServer {
                     return;
                 }
             };
-            let mut session = DeltaSession::new(ctx, stream_id, opened, first, inbound);
+            let mut session = DeltaSession::new(ctx, opened, first, inbound);
             loop {
                 match session.step().await {
                     Ok(Some(batch)) => {
@@ -384,7 +469,7 @@ impl DeltaStream {
 /// One delta stream after its opening: what the client holds and wants.
 struct DeltaSession {
     ctx: Ctx,
-    stream_id: u64,
+    counters: Arc<StreamCounters>,
     node_id: String,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     inbound: Streaming<DeltaDiscoveryRequest>,
@@ -397,14 +482,13 @@ type Responses = Vec<(ResourceType, EncodedDelta)>;
 impl DeltaSession {
     fn new(
         ctx: Ctx,
-        stream_id: u64,
         opened: Opened,
         first: DeltaDiscoveryRequest,
         inbound: Streaming<DeltaDiscoveryRequest>,
     ) -> Self {
         DeltaSession {
             ctx,
-            stream_id,
+            counters: opened.counters,
             node_id: opened.node_id,
             snapshots: opened.snapshots,
             inbound,
@@ -456,8 +540,7 @@ impl DeltaSession {
 
     /// A subscription change, ACK or NACK: the response it calls for, if any.
     fn request(&mut self, req: DeltaDiscoveryRequest) -> Result<Responses, Status> {
-        let (ctx, stream_id, node_id, st) =
-            (&self.ctx, self.stream_id, &self.node_id, &mut self.st);
+        let (counters, node_id, st) = (&self.counters, &self.node_id, &mut self.st);
         check_node(req.node.as_ref(), node_id)?;
         let Some(t) = ResourceType::from_type_url(&req.type_url) else {
             debug!(type_url = %req.type_url, "ignoring unknown type");
@@ -500,13 +583,9 @@ impl DeltaSession {
                             };
                         }
                         warn!(%node_id, type_url = %req.type_url, error = %err.message, "proxy rejected an update");
-                        ctx.events.event(
-                            stream_id,
-                            node_id,
-                            StreamEvent::Nacked(t, err.message.clone()),
-                        );
+                        counters.rejected(t, &err.message);
                     }
-                    None => ctx.events.event(stream_id, node_id, StreamEvent::Acked(t)),
+                    None => counters.acked(t),
                 }
             }
         }
@@ -532,9 +611,7 @@ impl DeltaSession {
             "sending"
         );
         self.ctx.stats.sent(prost::Message::encoded_len(resp));
-        self.ctx
-            .events
-            .event(self.stream_id, &self.node_id, StreamEvent::Sent(t));
+        self.counters.sent(t);
     }
 }
 
@@ -602,7 +679,6 @@ impl SotwStream {
 
 async fn sotw_loop(
     ctx: &Ctx,
-    stream_id: u64,
     mut opened: Opened,
     first: DiscoveryRequest,
     mut inbound: Streaming<DiscoveryRequest>,
@@ -628,18 +704,14 @@ async fn sotw_loop(
                         match &req.error_detail {
                             Some(err) => {
                                 warn!(%node_id, type_url = %req.type_url, error = %err.message, "proxy rejected an update");
-                                ctx.events.event(
-                                    stream_id,
-                                    &node_id,
-                                    StreamEvent::Nacked(t, err.message.clone()),
-                                );
+                                opened.counters.rejected(t, &err.message);
                                 // Envoy kept its previous clusters: whichever the
                                 // next CDS response lists count as changed.
                                 if t == ResourceType::Cluster {
                                     st.sent_clusters.clear();
                                 }
                             }
-                            None => ctx.events.event(stream_id, &node_id, StreamEvent::Acked(t)),
+                            None => opened.counters.acked(t),
                         }
                     }
                     state.names = req
@@ -662,7 +734,7 @@ async fn sotw_loop(
         if let Some(snap) = snap {
             for t in to_check {
                 if let Some(resp) = st.response(t, &snap) {
-                    send_sotw(ctx, stream_id, &node_id, tx, t, resp).await?;
+                    send_sotw(ctx, &opened.counters, &node_id, tx, t, resp).await?;
                 }
             }
         }
@@ -684,7 +756,7 @@ async fn sotw_loop(
                     // Clusters before endpoints: a CDS response may make endpoints due.
                     for t in ResourceType::ORDER {
                         if let Some(resp) = st.response(t, &snap) {
-                            send_sotw(ctx, stream_id, &node_id, tx, t, resp).await?;
+                            send_sotw(ctx, &opened.counters, &node_id, tx, t, resp).await?;
                         }
                     }
                 }
@@ -695,7 +767,7 @@ async fn sotw_loop(
 
 async fn send_sotw(
     ctx: &Ctx,
-    stream_id: u64,
+    counters: &StreamCounters,
     node_id: &str,
     tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
     t: ResourceType,
@@ -712,6 +784,6 @@ async fn send_sotw(
     tx.send(Ok(resp))
         .await
         .map_err(|_| Status::cancelled("stream closed"))?;
-    ctx.events.event(stream_id, node_id, StreamEvent::Sent(t));
+    counters.sent(t);
     Ok(())
 }

@@ -10,7 +10,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use kuma_xds::plan::{
     ClusterPlan, ClusterSource, EndpointsPlan, FilterPlan, ListenerPlan, Protocol, SocketAddr,
 };
-use kuma_xds::server::StreamEvent;
+use kuma_xds::server::StreamCounters;
 use kuma_xds::{
     AdsServer, ClusterTimeouts, ResourcePlan, ResourceType, SnapshotCache, StreamAuth,
     StreamEvents, Timeouts,
@@ -42,22 +42,25 @@ impl StreamAuth for TokenAuth {
 
 #[derive(Default)]
 struct Recorder {
-    events: Mutex<Vec<StreamEvent>>,
+    counters: Mutex<Vec<Arc<StreamCounters>>>,
     connected: Mutex<Vec<u64>>,
     disconnected: Mutex<Vec<u64>>,
 }
 
 #[tonic::async_trait]
 impl StreamEvents for Recorder {
-    async fn connected(&self, id: u64, _node: &Node) -> Result<(), Status> {
+    async fn connected(
+        &self,
+        id: u64,
+        _node: &Node,
+        counters: Arc<StreamCounters>,
+    ) -> Result<(), Status> {
         self.connected.lock().unwrap().push(id);
+        self.counters.lock().unwrap().push(counters);
         Ok(())
     }
     async fn disconnected(&self, id: u64, _node_id: &str) {
         self.disconnected.lock().unwrap().push(id);
-    }
-    fn event(&self, _id: u64, _node_id: &str, e: StreamEvent) {
-        self.events.lock().unwrap().push(e);
     }
 }
 
@@ -238,13 +241,8 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
     })
     .await;
     // Wait for the server to have taken the NACK in.
-    while !events
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|e| matches!(e, StreamEvent::Nacked(..)))
-    {
+    let counters = events.counters.lock().unwrap()[0].clone();
+    while counters.get(ResourceType::Endpoints).rejected == 0 {
         tokio::task::yield_now().await;
     }
     cache.set(NODE, &plans(&[8080, 8081], 10002));
@@ -258,12 +256,19 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
     assert_eq!(next2.type_url, ResourceType::Listener.type_url());
     assert_eq!(next2.resources.len(), 1);
 
-    let ev = events.events.lock().unwrap().clone();
-    assert!(ev.contains(&StreamEvent::Nacked(
-        ResourceType::Endpoints,
-        "bad endpoint".into()
-    )));
-    assert!(ev.contains(&StreamEvent::Acked(ResourceType::Cluster)));
+    let eds = counters.get(ResourceType::Endpoints);
+    assert_eq!(eds.rejected, 1);
+    assert_eq!(
+        eds.sent, 3,
+        "the first push, the rejected one and the retry"
+    );
+    assert_eq!(
+        counters.last_rejection().as_deref(),
+        Some("bad endpoint"),
+        "the proxy's reason is kept for the insight"
+    );
+    assert!(counters.get(ResourceType::Cluster).acked >= 1);
+    assert!(counters.last_sent().is_some());
 }
 
 #[tokio::test]

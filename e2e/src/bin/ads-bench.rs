@@ -34,7 +34,17 @@ use tokio_stream::wrappers::ReceiverStream;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SERVICES: usize = 100;
-const STREAMS_PER_CONNECTION: usize = 100;
+/// Streams per HTTP/2 connection of the load generator
+/// (`ADS_BENCH_STREAMS_PER_CONNECTION`). Envoy opens one connection per
+/// proxy, so 1 is the default; more makes the control plane's writes
+/// cheaper than real proxies would.
+fn streams_per_connection() -> usize {
+    std::env::var("ADS_BENCH_STREAMS_PER_CONNECTION")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -65,6 +75,13 @@ fn main() -> anyhow::Result<()> {
         return rt.block_on(client_main(addr, n, std::path::PathBuf::from(&args[4])));
     }
     let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+    // A subscriber as in kuma-cp (which logs at info), so disabled events
+    // and spans cost what they cost there; `warn` keeps the 10k
+    // "proxy connected" lines off the terminal.
+    kuma_telemetry::init_logging(
+        &std::env::var("ADS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        false,
+    );
     rt.block_on(server_main(n))
 }
 
@@ -97,6 +114,9 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
     config.interface = "127.0.0.1".parse()?;
     config.port = 0;
     config.auth = kuma_zone::DpAuth::None;
+    // Insights are flushed by the bench itself, at known points (below),
+    // so the periodic flush never lands in a measured window by chance.
+    config.status_flush_interval = Duration::from_secs(3600);
     let server = kuma_zone::DpServer::start(config, store.clone()).await?;
 
     // N dataplanes in 100 services, each calling the next service.
@@ -153,6 +173,8 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
     let (line, mut read_line) = ready;
     let connect_ms: f64 = line.strip_prefix("READY ").expect("READY").parse()?;
     let rss_connected = rss_kb();
+    // The insights of the connections and first pushes.
+    server.lifecycle.flush().await;
 
     // `ADS_BENCH_PAUSE=SECS` waits before the change, to attach a profiler
     // (`perf record -p PID`) to just that part.
@@ -215,6 +237,15 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         }
         changes.push((label, change_ms, change_cpu, resps, bytes, changed_size));
     }
+    // The counts both changes added to every proxy's DataplaneInsight,
+    // written the way the periodic flush does it (kuma-cp: every
+    // KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL, 10 s by default,
+    // however many changes happened in between).
+    let before_cpu = cpu_time();
+    let flush_started = Instant::now();
+    server.lifecycle.flush().await;
+    let flush_ms = flush_started.elapsed().as_secs_f64() * 1000.0;
+    let flush_cpu = cpu_time() - before_cpu;
     if let Some(secs) = std::env::var("ADS_BENCH_PAUSE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -225,7 +256,10 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
     let _ = child.kill();
 
     let per_dp = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / n as f64;
-    println!("dataplanes: {n}");
+    println!(
+        "dataplanes: {n} ({} streams per connection)",
+        streams_per_connection()
+    );
     println!("all ACKed (CDS, EDS, LDS) after: {connect_ms:.0} ms");
     println!(
         "control plane RSS: {:.1} MB with an empty mesh, {:.1} MB with the dataplanes stored, {:.1} MB all connected",
@@ -252,6 +286,10 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
             bytes as f64 / (n as f64 * changed_size as f64)
         );
     }
+    println!(
+        "insight flush after both changes ({n} DataplaneInsights): {flush_ms:.0} ms, control plane CPU {:.0} ms",
+        flush_cpu.as_secs_f64() * 1000.0
+    );
     Ok(())
 }
 
@@ -303,11 +341,12 @@ async fn client_main(
     });
     let started = Instant::now();
     let mut channels = Vec::new();
-    for _ in 0..n.div_ceil(STREAMS_PER_CONNECTION) {
+    let per_connection = streams_per_connection();
+    for _ in 0..n.div_ceil(per_connection) {
         channels.push(channel(addr, &cert).await?);
     }
     for i in 0..n {
-        let ch = channels[i / STREAMS_PER_CONNECTION].clone();
+        let ch = channels[i / per_connection].clone();
         tokio::spawn(simulated_dataplane(ch, i, shared.clone()));
     }
     while shared.initial_done.load(Ordering::Relaxed) < n {
