@@ -30,6 +30,11 @@ pub struct VersionedResource {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     entries: Vec<Arc<VersionedResource>>,
+    /// Where each type's entries start (by [`ResourceType::index`]), and
+    /// the end: [`Snapshot::of_type`] without touching the entries (each
+    /// stream looks its types up on every change, and a proxy's own
+    /// resources are rarely in cache by then).
+    starts: [u32; ResourceType::ORDER.len() + 1],
 }
 
 impl Snapshot {
@@ -44,7 +49,15 @@ impl Snapshot {
                 _ => kept.push(e),
             }
         }
-        Snapshot { entries: kept }
+        let mut starts = [0u32; ResourceType::ORDER.len() + 1];
+        for (i, t) in ResourceType::ORDER.into_iter().enumerate() {
+            starts[i] = kept.partition_point(|r| r.plan.resource_type() < t) as u32;
+        }
+        starts[ResourceType::ORDER.len()] = kept.len() as u32;
+        Snapshot {
+            entries: kept,
+            starts,
+        }
     }
 
     fn key(r: &VersionedResource) -> (ResourceType, &str) {
@@ -53,9 +66,8 @@ impl Snapshot {
 
     /// The resources of type `t`, by name.
     pub fn of_type(&self, t: ResourceType) -> &[Arc<VersionedResource>] {
-        let start = self.entries.partition_point(|r| r.plan.resource_type() < t);
-        let end = start + self.entries[start..].partition_point(|r| r.plan.resource_type() == t);
-        &self.entries[start..end]
+        let i = t.index();
+        &self.entries[self.starts[i] as usize..self.starts[i + 1] as usize]
     }
 
     pub fn get(&self, t: ResourceType, name: &str) -> Option<&Arc<VersionedResource>> {

@@ -386,6 +386,11 @@ struct DeltaType {
     held: foldhash::HashMap<Arc<str>, Arc<str>>,
     /// The latest nonce sent and how to undo it on a NACK.
     pending: Option<(String, Undo)>,
+    /// The snapshot `held` was last brought up to, unless a request changed
+    /// what the client holds or wants since: a later snapshot with the very
+    /// same entries of this type needs no diff at all (a mesh-wide listener
+    /// change leaves every stream's clusters and endpoints untouched).
+    synced: Option<Arc<Snapshot>>,
 }
 
 impl DeltaType {
@@ -398,7 +403,7 @@ struct DeltaStream {
     types: BTreeMap<ResourceType, DeltaType>,
     nonce: u64,
     /// Clusters sent whose endpoints must follow, even unchanged (see
-    /// [`DeltaStream::endpoints_due`]); kept until an Endpoints response
+    /// [`DeltaStream::diff`]); kept until an Endpoints response
     /// carries them, which may be after the client subscribes to them.
     eds_due: foldhash::HashSet<Arc<str>>,
 }
@@ -412,9 +417,20 @@ impl DeltaStream {
     /// of every cluster sent here become due again (`eds_due`): the next
     /// Endpoints diff resends them even though the client holds them
     /// (otherwise the cluster waits out Envoy's 15 s initial fetch timeout).
-    fn diff(&mut self, t: ResourceType, snap: &Snapshot) -> Option<EncodedDelta> {
+    fn diff(&mut self, t: ResourceType, snap: &Arc<Snapshot>) -> Option<EncodedDelta> {
         let state = self.types.get_mut(&t)?;
         let desired = snap.of_type(t);
+        let unchanged = |prev: &Arc<Snapshot>| {
+            let before = prev.of_type(t);
+            before.len() == desired.len()
+                && before.iter().zip(desired).all(|(a, b)| Arc::ptr_eq(a, b))
+        };
+        let endpoints_due = t == ResourceType::Endpoints && !self.eds_due.is_empty();
+        if !endpoints_due && state.synced.as_ref().is_some_and(unchanged) {
+            state.synced = Some(snap.clone());
+            return None;
+        }
+        state.synced = Some(snap.clone());
         let mut resources = Vec::new();
         let mut undo = Vec::new();
         for r in desired {
@@ -556,6 +572,9 @@ impl DeltaSession {
                 .map(|(n, v)| (Arc::from(n.as_str()), Arc::from(v.as_str())))
                 .collect();
         }
+        if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+            state.synced = None;
+        }
         for n in &req.resource_names_subscribe {
             if n == "*" {
                 state.wildcard = true;
@@ -576,6 +595,7 @@ impl DeltaSession {
             if let Some((_, undo)) = state.pending.take_if(|(n, _)| *n == req.response_nonce) {
                 match &req.error_detail {
                     Some(err) => {
+                        state.synced = None;
                         for (name, prev) in undo.into_iter().rev() {
                             match prev {
                                 Some(v) => state.held.insert(name, v),
@@ -594,10 +614,13 @@ impl DeltaSession {
         let pure_ack = !req.response_nonce.is_empty()
             && req.resource_names_subscribe.is_empty()
             && req.resource_names_unsubscribe.is_empty();
+        if pure_ack {
+            return Ok(Vec::new());
+        }
         let snap = self.snapshots.borrow().clone();
         Ok(match snap {
-            Some(snap) if !pure_ack => st.diff(t, &snap).map(|r| (t, r)).into_iter().collect(),
-            _ => Vec::new(),
+            Some(snap) => st.diff(t, &snap).map(|r| (t, r)).into_iter().collect(),
+            None => Vec::new(),
         })
     }
 

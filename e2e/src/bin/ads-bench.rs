@@ -154,6 +154,7 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
     }
     server.sync.flush().await;
     let rss_store = rss_kb();
+    let connect_cpu_before = cpu_time();
 
     let mut child = Command::new(std::env::current_exe()?)
         .args(["client", &server.local_addr.to_string(), &n.to_string()])
@@ -173,6 +174,7 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
     let (line, mut read_line) = ready;
     let connect_ms: f64 = line.strip_prefix("READY ").expect("READY").parse()?;
     let rss_connected = rss_kb();
+    let connect_cpu = cpu_time() - connect_cpu_before;
     // The insights of the connections and first pushes.
     server.lifecycle.flush().await;
 
@@ -260,7 +262,10 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         "dataplanes: {n} ({} streams per connection)",
         streams_per_connection()
     );
-    println!("all ACKed (CDS, EDS, LDS) after: {connect_ms:.0} ms");
+    println!(
+        "all ACKed (CDS, EDS, LDS) after: {connect_ms:.0} ms (control plane CPU {:.0} ms)",
+        connect_cpu.as_secs_f64() * 1000.0
+    );
     println!(
         "control plane RSS: {:.1} MB with an empty mesh, {:.1} MB with the dataplanes stored, {:.1} MB all connected",
         rss_empty as f64 / 1024.0,
