@@ -20,7 +20,7 @@ use kuma_store::{BatchOp, Expect, ResourceStore, StoreError, Write};
 use kuma_xds::ResourceType;
 use kuma_xds::input::DataplaneView;
 use kuma_xds::server::{StreamCounters, StreamEvents, TypeCounts};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,46 +138,67 @@ struct Subscription {
 }
 
 impl Subscription {
+    /// The subscription as Kuma writes it in a DataplaneInsight. Built as
+    /// maps directly: `json!` would re-serialize the version object, and
+    /// after a mesh-wide change this runs for every proxy.
     fn to_json(&self, instance: &str) -> Value {
-        let counts = |c: &TypeCounts| {
-            json!({
-                "responsesSent": c.sent.to_string(),
-                "responsesAcknowledged": c.acked.to_string(),
-                "responsesRejected": c.rejected.to_string(),
-            })
+        let counts = |c: TypeCounts| {
+            let mut m = Map::with_capacity(3);
+            m.insert("responsesSent".into(), Value::String(c.sent.to_string()));
+            m.insert(
+                "responsesAcknowledged".into(),
+                Value::String(c.acked.to_string()),
+            );
+            m.insert(
+                "responsesRejected".into(),
+                Value::String(c.rejected.to_string()),
+            );
+            Value::Object(m)
         };
-        let mut total = TypeCounts::default();
-        let mut status = json!({});
-        for (t, key) in [
+        let by_type = [
             (ResourceType::Cluster, "cds"),
             (ResourceType::Endpoints, "eds"),
             (ResourceType::Listener, "lds"),
             (ResourceType::Route, "rds"),
-        ] {
-            let c = self.counters.get(t);
-            total.sent += c.sent;
-            total.acked += c.acked;
-            total.rejected += c.rejected;
-            status[key] = counts(&c);
+        ]
+        .map(|(t, key)| (key, self.counters.get(t)));
+        let total = by_type
+            .iter()
+            .fold(TypeCounts::default(), |a, (_, c)| TypeCounts {
+                sent: a.sent + c.sent,
+                acked: a.acked + c.acked,
+                rejected: a.rejected + c.rejected,
+            });
+        let mut status = Map::with_capacity(8);
+        status.insert("total".into(), counts(total));
+        for (key, c) in by_type {
+            status.insert(key.into(), counts(c));
         }
-        status["total"] = counts(&total);
         if let Some(t) = self.counters.last_sent() {
-            status["lastUpdateTime"] = json!(format_time(&DateTime::<Utc>::from(t)));
-        }
-        let mut sub = json!({
-            "id": self.id,
-            "controlPlaneInstanceId": instance,
-            "connectTime": format_time(&self.connect_time),
-            "status": status,
-            "version": self.version,
-        });
-        if let Some(t) = &self.disconnect_time {
-            sub["disconnectTime"] = json!(format_time(t));
+            status.insert(
+                "lastUpdateTime".into(),
+                Value::String(format_time(&DateTime::<Utc>::from(t))),
+            );
         }
         if let Some(e) = self.counters.last_rejection() {
-            sub["status"]["lastRejection"] = json!(e);
+            status.insert("lastRejection".into(), Value::String(e));
         }
-        sub
+        let mut sub = Map::with_capacity(6);
+        sub.insert("id".into(), Value::String(self.id.clone()));
+        sub.insert(
+            "controlPlaneInstanceId".into(),
+            Value::String(instance.to_string()),
+        );
+        sub.insert(
+            "connectTime".into(),
+            Value::String(format_time(&self.connect_time)),
+        );
+        if let Some(t) = &self.disconnect_time {
+            sub.insert("disconnectTime".into(), Value::String(format_time(t)));
+        }
+        sub.insert("status".into(), Value::Object(status));
+        sub.insert("version".into(), self.version.clone());
+        Value::Object(sub)
     }
 }
 
@@ -256,17 +277,18 @@ impl Lifecycle {
                 let Some(key) = insight_key(sub) else {
                     continue;
                 };
-                let (expect, subs) = match self.store.get_shared(&key).await {
-                    Ok(r) => (Expect::Version(r.meta.version), subscriptions_of(&r.spec)),
-                    Err(StoreError::NotFound(_)) => (Expect::Absent, Vec::new()),
+                let (expect, existing) = match self.store.get_shared(&key).await {
+                    Ok(r) => (Expect::Version(r.meta.version), Some(r)),
+                    Err(StoreError::NotFound(_)) => (Expect::Absent, None),
                     Err(error) => {
                         warn!(%error, "reading insight failed");
                         continue;
                     }
                 };
+                let mine = sub.to_json(&self.instance_id);
                 ops.push(BatchOp::Put {
                     key,
-                    write: insight_write(subs, sub.to_json(&self.instance_id)),
+                    write: insight_write(existing.as_ref().map(|r| &r.spec), mine),
                     expect,
                 });
                 pending.push(sub);
@@ -299,15 +321,15 @@ impl Lifecycle {
         let mine = sub.to_json(&self.instance_id);
         for _ in 0..3 {
             let existing = self.store.get_shared(&key).await;
-            let (subs, version) = match &existing {
-                Ok(r) => (subscriptions_of(&r.spec), Some(r.meta.version)),
-                Err(StoreError::NotFound(_)) => (Vec::new(), None),
+            let (spec, version) = match &existing {
+                Ok(r) => (Some(&r.spec), Some(r.meta.version)),
+                Err(StoreError::NotFound(_)) => (None, None),
                 Err(error) => {
                     warn!(%error, "reading insight failed");
                     return;
                 }
             };
-            let write = insight_write(subs, mine.clone());
+            let write = insight_write(spec, mine.clone());
             let result = match version {
                 Some(v) => self.store.update(&key, write, Some(v)).await.map(|_| ()),
                 None => self.store.create(&key, write).await.map(|_| ()),
@@ -513,26 +535,107 @@ fn insight_key(sub: &Subscription) -> Option<ResourceKey> {
     ResourceKey::in_mesh(ResourceKind::DataplaneInsight, m, n).ok()
 }
 
-fn subscriptions_of(spec: &Value) -> Vec<Value> {
-    spec["subscriptions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// An insight's content with `mine` replacing its earlier self (same `id`),
-/// keeping the latest [`KEEP_SUBSCRIPTIONS`].
-fn insight_write(mut subs: Vec<Value>, mine: Value) -> Write {
-    match subs.iter_mut().find(|s| s["id"] == mine["id"]) {
-        Some(s) => *s = mine,
-        None => subs.push(mine),
+/// An insight's content: the subscriptions of `earlier` (an insight's
+/// spec) with `mine` replacing its earlier self (same `id`), keeping the
+/// latest [`KEEP_SUBSCRIPTIONS`]. Only the other subscriptions are copied.
+fn insight_write(earlier: Option<&Value>, mine: Value) -> Write {
+    let earlier = earlier
+        .and_then(|s| s.get("subscriptions"))
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let id = |s: &Value| s.get("id").and_then(Value::as_str).map(str::to_owned);
+    let mine_id = id(&mine);
+    let mut mine = Some(mine);
+    let mut subs: Vec<Value> = Vec::with_capacity(earlier.len() + 1);
+    for s in earlier {
+        if mine.is_some() && mine_id.is_some() && id(s) == mine_id {
+            subs.extend(mine.take());
+        } else {
+            subs.push(s.clone());
+        }
     }
+    subs.extend(mine);
     if subs.len() > KEEP_SUBSCRIPTIONS {
         subs.drain(..subs.len() - KEEP_SUBSCRIPTIONS);
     }
+    let mut spec = Map::with_capacity(1);
+    spec.insert("subscriptions".into(), Value::Array(subs));
     Write {
         labels: BTreeMap::new(),
-        spec: json!({ "subscriptions": subs }),
+        spec: Value::Object(spec),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(w: &Write) -> Vec<&str> {
+        w.spec["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_subscription_replaces_its_earlier_self_and_only_the_latest_are_kept() {
+        let sub =
+            |id: &str, sent: &str| json!({"id": id, "status": {"total": {"responsesSent": sent}}});
+        let first = insight_write(None, sub("cp-1", "1"));
+        assert_eq!(ids(&first), ["cp-1"]);
+
+        let again = insight_write(Some(&first.spec), sub("cp-1", "7"));
+        assert_eq!(ids(&again), ["cp-1"]);
+        assert_eq!(
+            again.spec["subscriptions"][0]["status"]["total"]["responsesSent"],
+            "7"
+        );
+
+        let mut spec = again.spec;
+        for i in 2..=7 {
+            spec = insight_write(Some(&spec), sub(&format!("cp-{i}"), "1")).spec;
+        }
+        let w = insight_write(Some(&spec), sub("cp-5", "9"));
+        assert_eq!(ids(&w), ["cp-3", "cp-4", "cp-5", "cp-6", "cp-7"]);
+        assert_eq!(
+            w.spec["subscriptions"][2]["status"]["total"]["responsesSent"],
+            "9"
+        );
+    }
+
+    #[test]
+    fn a_subscription_is_written_as_kuma_writes_it() {
+        let counters = Arc::new(StreamCounters::default());
+        let sub = Subscription {
+            mesh: "default".into(),
+            name: "dp-1".into(),
+            id: "cp-1-3".into(),
+            connect_time: DateTime::parse_from_rfc3339("2026-11-26T04:00:00Z")
+                .unwrap()
+                .into(),
+            disconnect_time: None,
+            version: json!({"kumaDp": {"version": "2.9.0"}}),
+            counters,
+            written: 0,
+        };
+        assert_eq!(
+            sub.to_json("cp-1"),
+            json!({
+                "id": "cp-1-3",
+                "controlPlaneInstanceId": "cp-1",
+                "connectTime": "2026-11-26T04:00:00Z",
+                "status": {
+                    "total": {"responsesSent": "0", "responsesAcknowledged": "0", "responsesRejected": "0"},
+                    "cds": {"responsesSent": "0", "responsesAcknowledged": "0", "responsesRejected": "0"},
+                    "eds": {"responsesSent": "0", "responsesAcknowledged": "0", "responsesRejected": "0"},
+                    "lds": {"responsesSent": "0", "responsesAcknowledged": "0", "responsesRejected": "0"},
+                    "rds": {"responsesSent": "0", "responsesAcknowledged": "0", "responsesRejected": "0"},
+                },
+                "version": {"kumaDp": {"version": "2.9.0"}},
+            })
+        );
     }
 }
