@@ -14,7 +14,7 @@ use kuma_policy::{Policy, PolicySet};
 use kuma_store::{ChangeEvent, ListFilter, ResourceStore, StoreError, Write};
 use kuma_xds::input::SERVICE_TAG;
 use kuma_xds::plan::{EndpointSet, ResourcePlan};
-use kuma_xds::{MeshContext, MeshEndpoints, ProxyMeta, SnapshotCache, generate_with};
+use kuma_xds::{MeshContext, MeshEndpoints, OutboundMemo, ProxyMeta, SnapshotCache, generate_memo};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -486,12 +486,13 @@ impl Sync {
                 connected,
                 ..
             } = state;
+            let mut memo = OutboundMemo::default();
             let mut regen = |name: &str, deps: &mut ProxyDeps| {
                 let Some(dp) = ctx.dataplanes.get(name) else {
                     return;
                 };
                 let meta = deps.meta;
-                let plan = generate_with(ctx, endpoints, dp, meta);
+                let plan = generate_memo(ctx, endpoints, dp, meta, &mut memo);
                 for w in &plan.warnings {
                     debug!(%mesh, %name, warning = %w, "generation warning");
                 }

@@ -122,6 +122,52 @@ pub fn generate_with(
     dp: &DataplaneView,
     meta: ProxyMeta,
 ) -> ProxyPlan {
+    generate_memo(ctx, endpoints, dp, meta, &mut OutboundMemo::default())
+}
+
+/// Outbound targets (cluster, timeouts, protocol) already resolved while
+/// regenerating the proxies of one mesh: proxies under the same policies
+/// calling the same MeshService port share the policy merge. Keys are the
+/// addresses of the rules (kept alive by the entry) and of the MeshService,
+/// so a memo must not outlive the [`MeshContext`] it was filled from.
+#[derive(Default)]
+pub struct OutboundMemo {
+    targets: foldhash::HashMap<(usize, usize, u32), (std::sync::Arc<ProxyRules>, OutboundTarget)>,
+}
+
+/// Where an outbound goes: its cluster, timeouts and protocol.
+type OutboundTarget = (String, Timeouts, Protocol);
+
+impl OutboundMemo {
+    fn target(
+        &mut self,
+        ctx: &MeshContext,
+        rules: &std::sync::Arc<ProxyRules>,
+        svc: &MeshServiceView,
+        port: &ServicePort,
+    ) -> OutboundTarget {
+        let key = (
+            std::sync::Arc::as_ptr(rules) as usize,
+            svc as *const MeshServiceView as usize,
+            port.port,
+        );
+        self.targets
+            .entry(key)
+            .or_insert_with(|| (rules.clone(), outbound_target(ctx, rules, svc, port)))
+            .1
+            .clone()
+    }
+}
+
+/// [`generate_with`], sharing `memo` with the other proxies of the mesh
+/// generated from the same `ctx`.
+pub fn generate_memo(
+    ctx: &MeshContext,
+    endpoints: &MeshEndpoints,
+    dp: &DataplaneView,
+    meta: ProxyMeta,
+    memo: &mut OutboundMemo,
+) -> ProxyPlan {
     let mut plan = ProxyPlan::default();
     let net = &dp.spec.networking;
     let proxy = ProxyRef {
@@ -204,7 +250,7 @@ pub fn generate_with(
             .address
             .clone()
             .unwrap_or_else(|| "127.0.0.1".into());
-        let (cluster, timeouts, protocol) = outbound_target(ctx, rules, svc, port);
+        let (cluster, timeouts, protocol) = memo.target(ctx, &selection.rules, svc, port);
         let name = format!("outbound:{address}:{}", outbound.port);
         plan.resources.push(ResourcePlan::Listener(ListenerPlan {
             stat_prefix: name.replace(':', "_"),
@@ -226,7 +272,8 @@ pub fn generate_with(
         for svc in ctx.services.values() {
             for vip in &svc.status.vips {
                 for port in &svc.spec.ports {
-                    let (cluster, timeouts, protocol) = outbound_target(ctx, rules, svc, port);
+                    let (cluster, timeouts, protocol) =
+                        memo.target(ctx, &selection.rules, svc, port);
                     let name = format!("outbound:{}:{}", vip.ip, port.port);
                     plan.resources.push(ResourcePlan::Listener(ListenerPlan {
                         stat_prefix: name.replace(':', "_"),

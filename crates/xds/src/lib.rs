@@ -25,7 +25,8 @@ pub mod wire;
 
 pub use cache::{Snapshot, SnapshotCache, VersionedResource};
 pub use generate::{
-    MeshEndpoints, ProxyMeta, ProxyPlan, generate, generate_with, service_cluster_name,
+    MeshEndpoints, OutboundMemo, ProxyMeta, ProxyPlan, generate, generate_memo, generate_with,
+    service_cluster_name,
 };
 pub use input::MeshContext;
 pub use plan::{ResourcePlan, ResourceType};

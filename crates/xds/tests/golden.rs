@@ -13,7 +13,10 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions
 use envoy_types::pb::google::protobuf::Any;
 use kuma_policy::{Policy, PolicySet};
 use kuma_xds::input::{DataplaneView, MeshServiceView};
-use kuma_xds::{MeshContext, MeshEndpoints, ProxyMeta, ResourcePlan, SnapshotCache, generate_with};
+use kuma_xds::{
+    MeshContext, MeshEndpoints, OutboundMemo, ProxyMeta, ResourcePlan, SnapshotCache,
+    generate_memo, generate_with,
+};
 use prost::Message;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -248,5 +251,60 @@ fn golden_files() {
     assert!(!inputs.is_empty());
     for p in inputs {
         run_case(&p);
+    }
+}
+
+/// One memo shared by every proxy of a mesh (as the zone's sync does) gives
+/// each proxy the plan it gets alone, also when proxies under different
+/// policies call the same MeshService port.
+#[test]
+fn a_memo_shared_by_the_proxies_of_a_mesh_changes_no_plan() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut input: Input =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("02.input.yaml")).unwrap())
+            .expect("input yaml");
+    // Not `app: web`: the override for traffic to backend is not its.
+    input.dataplanes.push(Named {
+        name: "other-1".into(),
+        labels: BTreeMap::new(),
+        spec: serde_json::json!({"networking": {
+            "address": "10.0.0.9",
+            "inbound": [{"port": 20009, "tags": {"kuma.io/service": "other"}}],
+            "outbound": [{"port": 10001, "backendRef": {"kind": "MeshService", "name": "backend", "port": 20002}}],
+        }}),
+        status: serde_json::Value::Null,
+    });
+    let ctx = context(&input);
+    let endpoints = MeshEndpoints::compute(&ctx);
+    let alone = |dp| generate_with(&ctx, &endpoints, dp, ProxyMeta::default()).resources;
+    let listener = |plans: &[ResourcePlan]| {
+        plans
+            .iter()
+            .find_map(|p| match p {
+                ResourcePlan::Listener(l) if l.name == "outbound:127.0.0.1:10001" => {
+                    Some(l.clone())
+                }
+                _ => None,
+            })
+            .expect("the outbound to backend")
+    };
+    let web = alone(&ctx.dataplanes["web-1"]);
+    let other = alone(&ctx.dataplanes["other-1"]);
+    assert_ne!(
+        listener(&web),
+        listener(&other),
+        "the case must give the two callers of backend different timeouts"
+    );
+    for order in [false, true] {
+        let mut memo = OutboundMemo::default();
+        let mut dps: Vec<_> = ctx.dataplanes.values().collect();
+        if order {
+            dps.reverse();
+        }
+        for dp in dps {
+            let shared =
+                generate_memo(&ctx, &endpoints, dp, ProxyMeta::default(), &mut memo).resources;
+            assert_eq!(shared, alone(dp), "{}", dp.name);
+        }
     }
 }
