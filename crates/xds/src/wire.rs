@@ -24,9 +24,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::body::Body;
+use tonic::codec::{BufferSettings, Codec};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Status, Streaming};
-use tonic_prost::ProstCodec;
+use tonic_prost::{ProstDecoder, ProstEncoder};
 
 /// The largest request a proxy may send (a NACK carries Envoy's error text).
 const MAX_REQUEST: usize = 16 * 1024 * 1024;
@@ -137,6 +138,42 @@ impl Message for EncodedDelta {
     }
 }
 
+/// A stream's gRPC codec buffers start at 1 KB instead of tonic's 8 KB
+/// each: every connected proxy holds two for as long as it is connected,
+/// most messages (ACKs, a proxy's changes) are far smaller, and a buffer
+/// grows when a message needs it. Up to 32 KB of responses are written at
+/// once, as by default.
+struct AdsCodec<T, U>(std::marker::PhantomData<fn(T) -> U>);
+
+impl<T, U> Default for AdsCodec<T, U> {
+    fn default() -> Self {
+        AdsCodec(std::marker::PhantomData)
+    }
+}
+
+fn buffers() -> BufferSettings {
+    BufferSettings::new(1024, 32 * 1024)
+}
+
+impl<T, U> Codec for AdsCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(buffers())
+    }
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -198,13 +235,13 @@ impl tower::Service<http::Request<Body>> for AdsService {
         match req.uri().path() {
             SOTW_PATH => Box::pin(async move {
                 let mut grpc =
-                    Grpc::new(ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default())
+                    Grpc::new(AdsCodec::<DiscoveryResponse, DiscoveryRequest>::default())
                         .max_decoding_message_size(MAX_REQUEST);
                 Ok(grpc.streaming(StateOfTheWorld(server), req).await)
             }),
             DELTA_PATH => Box::pin(async move {
                 let mut grpc =
-                    Grpc::new(ProstCodec::<EncodedDelta, DeltaDiscoveryRequest>::default())
+                    Grpc::new(AdsCodec::<EncodedDelta, DeltaDiscoveryRequest>::default())
                         .max_decoding_message_size(MAX_REQUEST);
                 Ok(grpc.streaming(Delta(server), req).await)
             }),
