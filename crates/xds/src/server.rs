@@ -433,13 +433,17 @@ impl DeltaStream {
         state.synced = Some(snap.clone());
         let mut resources = Vec::new();
         let mut undo = Vec::new();
+        // Desired resources the client wants: all of them are held below.
+        let mut wanted = 0;
         for r in desired {
             let name = &r.name;
+            if !state.wants(name) {
+                continue;
+            }
+            wanted += 1;
             let held = state.held.get(&**name);
             let due = t == ResourceType::Endpoints && self.eds_due.contains(&**name);
-            if (!due && held.is_some_and(|v| Arc::ptr_eq(v, &r.version) || **v == *r.version))
-                || !state.wants(name)
-            {
+            if !due && held.is_some_and(|v| Arc::ptr_eq(v, &r.version) || **v == *r.version) {
                 continue;
             }
             if due {
@@ -454,12 +458,17 @@ impl DeltaStream {
                 state.held.insert(name.clone(), r.version.clone()),
             ));
         }
-        let mut gone: Vec<Arc<str>> = state
-            .held
-            .keys()
-            .filter(|n| find(desired, n).is_none() || !state.wants(n))
-            .cloned()
-            .collect();
+        // Held beyond what is wanted: gone (no search when nothing is).
+        let mut gone: Vec<Arc<str>> = if state.held.len() == wanted {
+            Vec::new()
+        } else {
+            state
+                .held
+                .keys()
+                .filter(|n| find(desired, n).is_none() || !state.wants(n))
+                .cloned()
+                .collect()
+        };
         gone.sort();
         let mut removed = Vec::with_capacity(gone.len());
         for name in gone {
