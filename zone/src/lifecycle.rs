@@ -125,6 +125,7 @@ fn dataplane_key(mesh: &str, name: &str) -> Result<ResourceKey, String> {
 
 #[derive(Clone, Debug)]
 struct Subscription {
+    stream_id: u64,
     mesh: String,
     name: String,
     id: String,
@@ -303,10 +304,21 @@ impl Lifecycle {
             for (sub, result) in pending.into_iter().zip(results) {
                 match result {
                     Ok(_) => {}
-                    // Someone else (another instance, a deregistration) wrote
-                    // in between: redo this one with a fresh read.
+                    // Someone else (another instance, a deregistration, the
+                    // stream's own final write) wrote in between: redo this
+                    // one with a fresh read, unless the stream has ended
+                    // since (its final write, with the disconnect time, is
+                    // the one to keep).
                     Err(StoreError::Conflict { .. }) | Err(StoreError::AlreadyExists(_)) => {
-                        self.write_insight(sub).await
+                        let connected = self
+                            .state
+                            .lock()
+                            .expect("lifecycle lock")
+                            .subscriptions
+                            .contains_key(&sub.stream_id);
+                        if connected {
+                            self.write_insight(sub).await
+                        }
                     }
                     Err(error) => warn!(%error, "writing insight failed"),
                 }
@@ -440,6 +452,7 @@ impl StreamEvents for Lifecycle {
         }
         version["envoy"] = envoy_version(node);
         let sub = Subscription {
+            stream_id,
             mesh: mesh.to_string(),
             name: name.to_string(),
             id: format!("{}-{stream_id}", self.instance_id),
@@ -610,6 +623,7 @@ mod tests {
     fn a_subscription_is_written_as_kuma_writes_it() {
         let counters = Arc::new(StreamCounters::default());
         let sub = Subscription {
+            stream_id: 3,
             mesh: "default".into(),
             name: "dp-1".into(),
             id: "cp-1-3".into(),

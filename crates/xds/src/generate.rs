@@ -128,28 +128,28 @@ pub fn generate_with(
 /// Outbound targets (cluster, timeouts, protocol) already resolved while
 /// regenerating the proxies of one mesh: proxies under the same policies
 /// calling the same MeshService port share the policy merge. Keys are the
-/// addresses of the rules (kept alive by the entry) and of the MeshService,
-/// so a memo must not outlive the [`MeshContext`] it was filled from.
+/// addresses of the rules (kept alive by the entry) and of the MeshService
+/// port in the [`MeshContext`], which the memo borrows for its lifetime.
 #[derive(Default)]
-pub struct OutboundMemo {
-    targets: foldhash::HashMap<(usize, usize, u32), (std::sync::Arc<ProxyRules>, OutboundTarget)>,
+pub struct OutboundMemo<'a> {
+    targets: foldhash::HashMap<(usize, usize), (std::sync::Arc<ProxyRules>, OutboundTarget)>,
+    ctx: std::marker::PhantomData<&'a MeshContext>,
 }
 
 /// Where an outbound goes: its cluster, timeouts and protocol.
 type OutboundTarget = (String, Timeouts, Protocol);
 
-impl OutboundMemo {
+impl<'a> OutboundMemo<'a> {
     fn target(
         &mut self,
-        ctx: &MeshContext,
+        ctx: &'a MeshContext,
         rules: &std::sync::Arc<ProxyRules>,
-        svc: &MeshServiceView,
-        port: &ServicePort,
+        svc: &'a MeshServiceView,
+        port: &'a ServicePort,
     ) -> OutboundTarget {
         let key = (
             std::sync::Arc::as_ptr(rules) as usize,
-            svc as *const MeshServiceView as usize,
-            port.port,
+            port as *const ServicePort as usize,
         );
         self.targets
             .entry(key)
@@ -161,12 +161,12 @@ impl OutboundMemo {
 
 /// [`generate_with`], sharing `memo` with the other proxies of the mesh
 /// generated from the same `ctx`.
-pub fn generate_memo(
-    ctx: &MeshContext,
+pub fn generate_memo<'a>(
+    ctx: &'a MeshContext,
     endpoints: &MeshEndpoints,
     dp: &DataplaneView,
     meta: ProxyMeta,
-    memo: &mut OutboundMemo,
+    memo: &mut OutboundMemo<'a>,
 ) -> ProxyPlan {
     let mut plan = ProxyPlan::default();
     let net = &dp.spec.networking;

@@ -6,7 +6,7 @@
 //! believed to hold and waits for the next change (no retry loop).
 
 use crate::cache::{Snapshot, SnapshotCache, find, set_version};
-use crate::plan::ResourceType;
+use crate::plan::{ClusterSource, ResourcePlan, ResourceType};
 use crate::wire::{AdsService, BoxStream, EncodedDelta};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -44,8 +44,9 @@ struct AtomicCounts {
 #[derive(Debug, Default)]
 pub struct StreamCounters {
     by_type: [AtomicCounts; ResourceType::ORDER.len()],
-    /// When the latest response was handed to the stream, in Unix ms (0: never).
-    last_sent_ms: AtomicI64,
+    /// When the latest response was handed to the stream, in Unix
+    /// nanoseconds (0: never).
+    last_sent_ns: AtomicI64,
     last_rejection: std::sync::Mutex<Option<String>>,
 }
 
@@ -69,9 +70,9 @@ impl StreamCounters {
     }
 
     pub fn last_sent(&self) -> Option<std::time::SystemTime> {
-        match self.last_sent_ms.load(Relaxed) {
+        match self.last_sent_ns.load(Relaxed) {
             0 => None,
-            ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)),
+            ns => Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)),
         }
     }
 
@@ -87,8 +88,8 @@ impl StreamCounters {
         self.by_type[t.index()].sent.fetch_add(1, Relaxed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_millis() as i64);
-        self.last_sent_ms.store(now, Relaxed);
+            .map_or(1, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        self.last_sent_ns.store(now, Relaxed);
     }
 
     fn acked(&self, t: ResourceType) {
@@ -449,7 +450,9 @@ impl DeltaStream {
             if due {
                 self.eds_due.remove(&**name);
             }
-            if t == ResourceType::Cluster {
+            // Only EDS clusters have endpoints to wait for (a static or
+            // passthrough cluster's name would stay due forever).
+            if matches!(&r.plan, ResourcePlan::Cluster(c) if c.source == ClusterSource::Eds) {
                 self.eds_due.insert(name.clone());
             }
             resources.push(r.delta.clone());

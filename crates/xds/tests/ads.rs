@@ -621,3 +621,37 @@ async fn state_of_the_world_resends_endpoints_of_a_changed_cluster() {
     let lds3 = next(&mut stream).await;
     assert_eq!(lds3.type_url, ResourceType::Listener.type_url());
 }
+
+/// A stream that is up to date with a snapshot still answers a request that
+/// subscribes to more of it: the unchanged snapshot is no reason to skip it.
+#[tokio::test]
+async fn delta_answers_a_new_subscription_without_a_snapshot_change() {
+    let (cache, _events, mut client) = start().await;
+    let mut p = plans(&[8080], 10001);
+    p.push(ResourcePlan::Endpoints(EndpointsPlan {
+        cluster: "other".into(),
+        endpoints: [SocketAddr {
+            address: "127.0.0.3".into(),
+            port: 9090,
+        }]
+        .into_iter()
+        .collect(),
+    }));
+    cache.set(NODE, &p);
+    let mut s = Delta::open_cds(&mut client).await;
+    let cds = s.recv().await;
+    s.ack(&cds).await;
+    s.send(sub(ResourceType::Endpoints, &["default_backend___msvc_80"]))
+        .await;
+    let eds = s.recv().await;
+    s.ack(&eds).await;
+
+    // The stream is in step with the snapshot, which does not change.
+    s.send(sub(ResourceType::Endpoints, &["other"])).await;
+    let other = tokio::time::timeout(std::time::Duration::from_secs(5), s.recv())
+        .await
+        .expect("the new subscription is answered");
+    assert_eq!(other.type_url, ResourceType::Endpoints.type_url());
+    let names: Vec<&str> = other.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["other"]);
+}

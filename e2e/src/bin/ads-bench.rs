@@ -313,7 +313,19 @@ async fn channel(
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(c?)?;
     }
-    let mut cfg = rustls::ClientConfig::builder()
+    // TLS as Envoy speaks it to its ADS server: TLS 1.2 (Envoy's default
+    // maximum for upstream connections) with BoringSSL's suite order,
+    // AES-128-GCM first.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])?
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
