@@ -172,6 +172,20 @@ impl Delta {
         first.node = node(NODE);
         Delta::open(client, first).await.unwrap()
     }
+    /// [`Delta::open_cds`], then the backend's endpoints, both ACKed:
+    /// the stream and its CDS and EDS responses.
+    async fn open_cds_and_backend_eds(
+        client: &mut AggregatedDiscoveryServiceClient<Channel>,
+    ) -> (Delta, DeltaDiscoveryResponse, DeltaDiscoveryResponse) {
+        let mut s = Delta::open_cds(client).await;
+        let cds = s.recv().await;
+        s.ack(&cds).await;
+        s.send(sub(ResourceType::Endpoints, &["default_backend___msvc_80"]))
+            .await;
+        let eds = s.recv().await;
+        s.ack(&eds).await;
+        (s, cds, eds)
+    }
     async fn send(&self, r: DeltaDiscoveryRequest) {
         self.tx.send(r).await.unwrap();
     }
@@ -275,13 +289,7 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
 async fn delta_resends_the_endpoints_of_a_changed_cluster() {
     let (cache, _events, mut client) = start().await;
     cache.set(NODE, &plans(&[8080], 10001));
-    let mut s = Delta::open_cds(&mut client).await;
-    let cds = s.recv().await;
-    s.ack(&cds).await;
-    s.send(sub(ResourceType::Endpoints, &["default_backend___msvc_80"]))
-        .await;
-    let eds = s.recv().await;
-    s.ack(&eds).await;
+    let (mut s, cds, eds) = Delta::open_cds_and_backend_eds(&mut client).await;
     s.send(sub(ResourceType::Listener, &[])).await;
     let lds = s.recv().await;
     s.ack(&lds).await;
@@ -638,13 +646,7 @@ async fn delta_answers_a_new_subscription_without_a_snapshot_change() {
         .collect(),
     }));
     cache.set(NODE, &p);
-    let mut s = Delta::open_cds(&mut client).await;
-    let cds = s.recv().await;
-    s.ack(&cds).await;
-    s.send(sub(ResourceType::Endpoints, &["default_backend___msvc_80"]))
-        .await;
-    let eds = s.recv().await;
-    s.ack(&eds).await;
+    let (mut s, _, _) = Delta::open_cds_and_backend_eds(&mut client).await;
 
     // The stream is in step with the snapshot, which does not change.
     s.send(sub(ResourceType::Endpoints, &["other"])).await;
