@@ -470,7 +470,9 @@ impl Sync {
         }
 
         let mut generated = 0usize;
-        let mut pushed = 0usize;
+        // Published together once every affected proxy's snapshot is built
+        // (see `SnapshotCache::publish`).
+        let mut built = Vec::new();
         for (mesh, affected) in regenerate {
             let Some(state) = self.meshes.get_mut(&mesh) else {
                 continue;
@@ -498,12 +500,10 @@ impl Sync {
                 }
                 *deps = deps_of(&plan.resources, dp, meta);
                 generated += 1;
-                if self
-                    .cache
-                    .set(&crate::bootstrap::node_id(&mesh, name), &plan.resources)
-                {
-                    pushed += 1;
-                }
+                built.push((
+                    crate::bootstrap::node_id(&mesh, name),
+                    Arc::new(self.cache.build(&plan.resources)),
+                ));
             };
             match affected {
                 Affected::All => {
@@ -520,6 +520,7 @@ impl Sync {
                 }
             }
         }
+        let pushed = self.cache.publish(built);
         if generated > 0 {
             info!(generated, pushed, "proxies regenerated");
         }

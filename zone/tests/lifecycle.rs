@@ -1,6 +1,7 @@
 //! The dp-server over TLS: /bootstrap, then an ADS stream that registers the
 //! Dataplane it carries, records an insight, and deregisters it after the
-//! stream ends.
+//! stream ends; /bootstrap over HTTP/1.1 and HTTP/2; delta ADS requests it
+//! cannot read get a gRPC status that says why.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
@@ -197,4 +198,170 @@ async fn proxies_register_get_insights_and_deregister() {
         store.get(&insight_key).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+async fn start_server(store: Arc<dyn ResourceStore>) -> (tempfile::TempDir, DpServer) {
+    let work = tempfile::tempdir().unwrap();
+    let mut config = DpServerConfig::new(work.path().to_path_buf());
+    config.interface = "127.0.0.1".parse().unwrap();
+    config.port = 0;
+    config.auth = DpAuth::None;
+    let server = DpServer::start(config, store).await.unwrap();
+    (work, server)
+}
+
+/// One request on a connection of its own, HTTP/2 (ALPN `h2`) or HTTP/1.1:
+/// the response head and its whole body, trailers included.
+async fn request(
+    server: &DpServer,
+    h2: bool,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> (http::response::Parts, bytes::Bytes, Option<http::HeaderMap>) {
+    use http_body_util::BodyExt;
+    let mut tls = tls_config(&server.cert_file);
+    tls.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let tcp = tokio::net::TcpStream::connect(server.local_addr)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let response = if h2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    };
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (parts, collected.to_bytes(), trailers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_answers_over_http1_and_http2() {
+    let store: Arc<dyn ResourceStore> = Arc::new(MemoryStore::new());
+    let mesh =
+        ResourceKey::global(ResourceKind::Mesh, ResourceName::new("default").unwrap()).unwrap();
+    let write = Write {
+        labels: BTreeMap::new(),
+        spec: json!({}),
+        status: None,
+    };
+    store.create(&mesh, write).await.unwrap();
+    let (_work, server) = start_server(store).await;
+    for h2 in [false, true] {
+        let body = json!({"mesh": "default", "name": "web-1", "proxyType": "dataplane",
+            "dataplaneResource": DATAPLANE, "version": {}});
+        let req = http::Request::post("https://localhost/bootstrap")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let (head, body, _) = request(&server, h2, req).await;
+        assert_eq!(
+            head.version,
+            if h2 {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            }
+        );
+        assert_eq!(head.status, 200, "{}", String::from_utf8_lossy(&body));
+        let resp: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            resp["kumaSidecarConfiguration"]["networking"]["address"],
+            "127.0.0.1"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_requests_it_cannot_read_get_a_status_that_says_why() {
+    let store: Arc<dyn ResourceStore> = Arc::new(MemoryStore::new());
+    let (_work, server) = start_server(store).await;
+    let delta = |encoding: Option<&str>, message: &[u8]| {
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(message);
+        let mut req = http::Request::post(format!("https://localhost{}", kuma_xds::DELTA_PATH))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(e) = encoding {
+            req = req.header("grpc-encoding", e);
+        }
+        req.body(http_body_util::Full::new(bytes::Bytes::from(framed)))
+            .unwrap()
+    };
+    let status = |trailers: Option<http::HeaderMap>| {
+        let t = trailers.expect("trailers");
+        let code = t["grpc-status"].to_str().unwrap().to_string();
+        let message = t
+            .get("grpc-message")
+            .map(|m| percent_decode(m.to_str().unwrap()))
+            .unwrap_or_default();
+        (code, message)
+    };
+
+    // Compressed messages: UNIMPLEMENTED, naming the encoding.
+    let (head, _, trailers) = request(&server, true, delta(Some("gzip"), b"")).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-type"], "application/grpc");
+    let (code, message) = status(trailers);
+    assert_eq!(code, "12");
+    assert!(message.contains("gzip"), "{message}");
+
+    // Bytes that are no DeltaDiscoveryRequest: INVALID_ARGUMENT.
+    let (_, _, trailers) = request(&server, true, delta(None, &[0xff, 0xff, 0xff])).await;
+    let (code, message) = status(trailers);
+    assert_eq!(code, "3");
+    assert!(message.contains("does not decode"), "{message}");
+
+    // A first request without the node: INVALID_ARGUMENT, saying so.
+    let (_, _, trailers) = request(&server, true, delta(None, b"")).await;
+    let (code, message) = status(trailers);
+    assert_eq!(code, "3");
+    assert!(message.contains("must carry the node"), "{message}");
+
+    // A length prefix over the limit: RESOURCE_EXHAUSTED, before any of it is read.
+    let mut req = delta(None, b"");
+    *req.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0x7f, 0, 0, 0]));
+    let (_, _, trailers) = request(&server, true, req).await;
+    let (code, message) = status(trailers);
+    assert_eq!(code, "8");
+    assert!(message.contains("over the limit"), "{message}");
+}
+
+/// grpc-message is percent-encoded (gRPC over HTTP/2).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

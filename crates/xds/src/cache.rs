@@ -163,19 +163,33 @@ impl SnapshotCache {
     /// Sets a proxy's snapshot. Returns whether anything changed for it.
     pub fn set(&self, node_id: &str, plans: &[ResourcePlan]) -> bool {
         let snap = Arc::new(self.build(plans));
+        self.publish([(node_id.to_string(), snap)]) == 1
+    }
+
+    /// Sets the snapshots of many proxies at once, waking the streams of
+    /// those whose snapshot changed; returns how many did. Building every
+    /// snapshot of a change first and then waking all their streams in one
+    /// go lets the threads that serve the streams find them queued, instead
+    /// of being woken (and parking again) once per proxy while the rest
+    /// are still being built.
+    pub fn publish(&self, snaps: impl IntoIterator<Item = (String, Arc<Snapshot>)>) -> usize {
         let mut proxies = self.proxies.lock().expect("cache lock");
-        if !proxies.contains_key(node_id) {
-            proxies.insert(node_id.to_string(), watch::channel(None).0);
+        let mut changed = 0;
+        for (node_id, snap) in snaps {
+            let tx = proxies
+                .entry(node_id)
+                .or_insert_with(|| watch::channel(None).0);
+            let modified = tx.send_if_modified(|cur| {
+                if cur.as_ref().is_some_and(|c| c.same_as(&snap)) {
+                    false
+                } else {
+                    *cur = Some(snap);
+                    true
+                }
+            });
+            changed += usize::from(modified);
         }
-        let tx = &proxies[node_id];
-        tx.send_if_modified(|cur| {
-            if cur.as_ref().is_some_and(|c| c.same_as(&snap)) {
-                false
-            } else {
-                *cur = Some(snap);
-                true
-            }
-        })
+        changed
     }
 
     /// Follows a proxy's snapshot; `None` until the first one is set.

@@ -30,6 +30,6 @@ pub use generate::{
 };
 pub use input::MeshContext;
 pub use plan::{ResourcePlan, ResourceType};
-pub use server::{AdsServer, StreamAuth, StreamCounters, StreamEvents, TypeCounts};
+pub use server::{AdsServer, DeltaBody, StreamAuth, StreamCounters, StreamEvents, TypeCounts};
 pub use timeout::{ClusterTimeouts, Timeouts};
-pub use wire::{AdsService, EncodedDelta};
+pub use wire::{AdsService, DELTA_PATH, EncodedDelta};

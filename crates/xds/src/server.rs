@@ -7,18 +7,26 @@
 
 use crate::cache::{Snapshot, SnapshotCache, find, set_version};
 use crate::plan::{ClusterSource, ResourcePlan, ResourceType};
-use crate::wire::{AdsService, BoxStream, EncodedDelta};
+use crate::wire::{
+    AdsService, BoxStream, EncodedDelta, MessageReader, put_message, unsupported_encoding,
+};
+use bytes::BytesMut;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
+use futures::Stream;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::WatchStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
@@ -131,6 +139,10 @@ pub struct AdsServer {
     cache: Arc<SnapshotCache>,
     auth: Arc<dyn StreamAuth>,
     events: Arc<dyn StreamEvents>,
+    /// The runtime the server was made on: authentication and lifecycle
+    /// events run there, wherever the streams themselves are polled (the
+    /// dp-server polls them on threads of their own).
+    home: Option<tokio::runtime::Handle>,
     next_stream: std::sync::atomic::AtomicU64,
     stats: Arc<AdsStats>,
 }
@@ -162,6 +174,7 @@ impl AdsServer {
             cache,
             auth,
             events,
+            home: tokio::runtime::Handle::try_current().ok(),
             next_stream: 1.into(),
             stats: Arc::default(),
         }
@@ -174,6 +187,16 @@ impl AdsServer {
     /// The gRPC service (`AggregatedDiscoveryService`, both methods).
     pub fn into_service(self) -> AdsService {
         AdsService::new(self)
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            cache: self.cache.clone(),
+            auth: self.auth.clone(),
+            events: self.events.clone(),
+            stats: self.stats.clone(),
+            home: self.home.clone(),
+        }
     }
 
     fn stream_id(&self) -> u64 {
@@ -226,6 +249,21 @@ struct Ctx {
     auth: Arc<dyn StreamAuth>,
     events: Arc<dyn StreamEvents>,
     stats: Arc<AdsStats>,
+    home: Option<tokio::runtime::Handle>,
+}
+
+impl Ctx {
+    /// Runs `task` on the server's home runtime (else on the current one).
+    fn spawn_home<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.home {
+            Some(home) => home.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
 }
 
 fn check_node(node: Option<&Node>, node_id: &str) -> Result<(), Status> {
@@ -245,15 +283,10 @@ impl AdsServer {
     ) -> Response<BoxStream<DiscoveryResponse>> {
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
-        let ctx = Ctx {
-            cache: self.cache.clone(),
-            auth: self.auth.clone(),
-            events: self.events.clone(),
-            stats: self.stats.clone(),
-        };
+        let ctx = self.ctx();
         let stream_id = self.stream_id();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
+        self.ctx().spawn_home(async move {
             let first = match inbound.next().await {
                 Some(Ok(r)) => r,
                 _ => return,
@@ -277,81 +310,261 @@ impl AdsServer {
         Response::new(Box::pin(ReceiverStream::new(rx)))
     }
 
-    /// A delta stream. Its loop is the response stream itself, polled by
-    /// the HTTP/2 stream that sends it: a snapshot change wakes that one task,
-    /// which diffs and encodes straight into HTTP/2 (no task and channel of
-    /// its own in between).
-    pub(crate) fn delta(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Response<BoxStream<EncodedDelta>> {
-        let metadata = request.metadata().clone();
-        let mut inbound = request.into_inner();
-        let ctx = Ctx {
-            cache: self.cache.clone(),
-            auth: self.auth.clone(),
-            events: self.events.clone(),
-            stats: self.stats.clone(),
+    /// A delta stream: the response body runs it. HTTP/2 polls the body
+    /// when a request frame or a snapshot change wakes its stream; the body
+    /// decodes the requests, diffs, and encodes the responses straight into
+    /// the next DATA frame (no task, channel or codec layers of its own).
+    pub fn delta<B>(&self, request: http::Request<B>) -> http::Response<DeltaBody<B>>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (parts, body) = request.into_parts();
+        let phase = match unsupported_encoding(&parts.headers) {
+            Some(status) => Phase::Ending(status),
+            None => Phase::First,
         };
-        let stream_id = self.stream_id();
-        let responses = async_stream::stream! {
-            let first = match inbound.next().await {
-                Some(Ok(r)) => r,
-                _ => return,
-            };
-            // Opening runs in a task of its own: `connected` may be halfway
-            // (insight written, subscription recorded) when the client goes
-            // away and the HTTP/2 layer drops this stream. The task finishes
-            // anyway, and the guard it returns, dropped with its unclaimed
-            // output, still announces the disconnect.
-            let opening = {
-                let (ctx, node) = (ctx.clone(), first.node.clone());
-                tokio::spawn(async move {
-                    let opened = open(&ctx, stream_id, node.as_ref(), &metadata).await?;
-                    // Announces the disconnect however the stream ends.
-                    let gone = Disconnect {
-                        events: ctx.events.clone(),
-                        stream_id,
-                        node_id: opened.node_id.clone(),
-                    };
-                    Ok::<_, Status>((opened, gone))
-                })
-            };
-            let (opened, _gone) = match opening.await {
-                Ok(Ok(o)) => o,
-                Ok(Err(status)) => {
-                    warn!(stream_id, reason = status.message(), "stream refused");
-                    yield Err(status);
-                    return;
+        let body = DeltaBody {
+            ctx: self.ctx(),
+            stream_id: self.stream_id(),
+            metadata: Some(MetadataMap::from_headers(parts.headers)),
+            requests: MessageReader::new(body),
+            phase,
+            out: BytesMut::new(),
+        };
+        let mut response = http::Response::new(body);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        response
+    }
+}
+
+/// The response body of a delta stream (see [`AdsServer::delta`]).
+pub struct DeltaBody<B> {
+    ctx: Ctx,
+    stream_id: u64,
+    /// The request's headers, until the stream is authenticated.
+    metadata: Option<MetadataMap>,
+    requests: MessageReader<B>,
+    phase: Phase,
+    /// Responses encoded since the last DATA frame.
+    out: BytesMut,
+}
+
+type OpenTask = tokio::task::JoinHandle<Result<(Opened, Disconnect), Status>>;
+
+enum Phase {
+    /// Waiting for the first request, which names the node.
+    First,
+    /// Authenticating and announcing the proxy, with its first request.
+    Opening(OpenTask, Option<Box<DeltaDiscoveryRequest>>),
+    Running(Box<Running>),
+    /// The status to end with, once the responses before it are out.
+    Ending(Status),
+    Done,
+}
+
+struct Running {
+    session: DeltaSession,
+    changes: WatchStream<Option<Arc<Snapshot>>>,
+    /// Announces the disconnect however the stream ends.
+    _gone: Disconnect,
+}
+
+/// Responses encoded before a DATA frame goes out regardless.
+const FRAME_BYTES: usize = 32 * 1024;
+
+impl<B> DeltaBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    fn push(&mut self, session: &DeltaSession, responses: Responses) {
+        for (t, resp) in responses {
+            let len = put_message(&mut self.out, &resp);
+            session.sending(t, &resp, len);
+        }
+    }
+
+    /// Moves the stream on as far as it can without waiting: the next
+    /// phase, or `Pending` once nothing is ready.
+    fn advance(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::First => match self.requests.poll_message::<DeltaDiscoveryRequest>(cx) {
+                Poll::Pending => {
+                    self.phase = Phase::First;
+                    Poll::Pending
                 }
-                Err(_) => {
-                    yield Err(Status::internal("opening the stream failed"));
-                    return;
+                Poll::Ready(None) => {
+                    self.phase = Phase::Ending(Status::ok(""));
+                    Poll::Ready(())
                 }
-            };
-            let mut session = DeltaSession::new(ctx, opened, first, inbound);
-            loop {
-                match session.step().await {
-                    Ok(Some(batch)) => {
-                        for (t, resp) in batch {
-                            session.sending(t, &resp);
-                            yield Ok(resp);
+                Poll::Ready(Some(Err(status))) => {
+                    self.phase = Phase::Ending(status);
+                    Poll::Ready(())
+                }
+                Poll::Ready(Some(Ok(first))) => {
+                    // Opening runs in a task of its own: `connected` may be
+                    // halfway (insight written, subscription recorded) when
+                    // the client goes away and this body is dropped. The
+                    // task finishes anyway, and the guard it returns,
+                    // dropped with its unclaimed output, still announces
+                    // the disconnect.
+                    let (ctx, node, stream_id) =
+                        (self.ctx.clone(), first.node.clone(), self.stream_id);
+                    let metadata = self.metadata.take().unwrap_or_default();
+                    let task = self.ctx.spawn_home(async move {
+                        let opened = open(&ctx, stream_id, node.as_ref(), &metadata).await?;
+                        let gone = Disconnect {
+                            home: ctx.home.clone(),
+                            events: ctx.events.clone(),
+                            stream_id,
+                            node_id: opened.node_id.clone(),
+                        };
+                        Ok::<_, Status>((opened, gone))
+                    });
+                    self.phase = Phase::Opening(task, Some(Box::new(first)));
+                    Poll::Ready(())
+                }
+            },
+            Phase::Opening(mut task, first) => match Pin::new(&mut task).poll(cx) {
+                Poll::Pending => {
+                    self.phase = Phase::Opening(task, first);
+                    Poll::Pending
+                }
+                Poll::Ready(Ok(Ok((opened, gone)))) => {
+                    let changes = WatchStream::from_changes(opened.snapshots.clone());
+                    let mut session = DeltaSession::new(self.ctx.clone(), opened);
+                    match first.map(|r| session.request(*r)).unwrap_or(Ok(Vec::new())) {
+                        Ok(responses) => {
+                            self.push(&session, responses);
+                            self.phase = Phase::Running(Box::new(Running {
+                                session,
+                                changes,
+                                _gone: gone,
+                            }));
+                        }
+                        Err(status) => self.phase = Phase::Ending(status),
+                    }
+                    Poll::Ready(())
+                }
+                Poll::Ready(Ok(Err(status))) => {
+                    warn!(
+                        stream_id = self.stream_id,
+                        reason = status.message(),
+                        "stream refused"
+                    );
+                    self.phase = Phase::Ending(status);
+                    Poll::Ready(())
+                }
+                Poll::Ready(Err(_)) => {
+                    self.phase = Phase::Ending(Status::internal("opening the stream failed"));
+                    Poll::Ready(())
+                }
+            },
+            Phase::Running(mut run) => {
+                // Every request that is in, then the latest snapshot: what
+                // they call for goes out in one DATA frame.
+                while self.out.len() < FRAME_BYTES {
+                    match self.requests.poll_message::<DeltaDiscoveryRequest>(cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(Some(Ok(req))) => match run.session.request(req) {
+                            Ok(responses) => self.push(&run.session, responses),
+                            Err(status) => {
+                                self.phase = Phase::Ending(status);
+                                return Poll::Ready(());
+                            }
+                        },
+                        Poll::Ready(Some(Err(status))) => {
+                            debug!(node_id = %run.session.node_id, %status, "stream error");
+                            self.phase = Phase::Ending(status);
+                            return Poll::Ready(());
+                        }
+                        Poll::Ready(None) => {
+                            // The client closed its side: so does the stream.
+                            self.phase = Phase::Ending(Status::ok(""));
+                            return Poll::Ready(());
                         }
                     }
-                    Ok(None) => break,
-                    Err(status) => {
-                        yield Err(status);
-                        break;
+                }
+                if self.out.len() < FRAME_BYTES {
+                    match Pin::new(&mut run.changes).poll_next(cx) {
+                        Poll::Pending => {}
+                        Poll::Ready(None) => {
+                            self.phase =
+                                Phase::Ending(Status::unavailable("the proxy was removed"));
+                            return Poll::Ready(());
+                        }
+                        Poll::Ready(Some(snap)) => {
+                            let responses = run.session.changed(snap);
+                            self.push(&run.session, responses);
+                        }
                     }
                 }
+                let ready = !self.out.is_empty();
+                self.phase = Phase::Running(run);
+                if ready {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
             }
-        };
-        Response::new(Box::pin(responses))
+            // Ended by `poll_frame`.
+            ended @ (Phase::Ending(_) | Phase::Done) => {
+                self.phase = ended;
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<B> http_body::Body for DeltaBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if !this.out.is_empty() {
+                let data = this.out.split().freeze();
+                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+            }
+            match std::mem::replace(&mut this.phase, Phase::Done) {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Ending(status) => {
+                    let mut trailers = http::HeaderMap::new();
+                    if status.add_header(&mut trailers).is_err() {
+                        // A message that is no valid header value: the code alone.
+                        trailers.clear();
+                        let _ = Status::new(status.code(), "").add_header(&mut trailers);
+                    }
+                    return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+                }
+                other => this.phase = other,
+            }
+            if this.advance(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.phase, Phase::Done) && self.out.is_empty()
     }
 }
 
 /// Tells [`StreamEvents`] a stream is gone when its stream is dropped.
 struct Disconnect {
+    home: Option<tokio::runtime::Handle>,
     events: Arc<dyn StreamEvents>,
     stream_id: u64,
     node_id: String,
@@ -365,7 +578,8 @@ impl Drop for Disconnect {
             std::mem::take(&mut self.node_id),
         );
         // Outside a runtime (process exit) there is nobody left to tell.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let home = self.home.take();
+        if let Some(rt) = home.or_else(|| tokio::runtime::Handle::try_current().ok()) {
             rt.spawn(async move {
                 events.disconnected(stream_id, &node_id).await;
                 info!(%node_id, stream_id, "proxy disconnected");
@@ -499,71 +713,41 @@ struct DeltaSession {
     ctx: Ctx,
     counters: Arc<StreamCounters>,
     node_id: String,
+    /// The latest snapshot, for requests (changes come from the stream's
+    /// own `WatchStream` on the same channel).
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
-    inbound: Streaming<DeltaDiscoveryRequest>,
     st: DeltaStream,
-    next: Option<DeltaDiscoveryRequest>,
 }
 
 type Responses = Vec<(ResourceType, EncodedDelta)>;
 
 impl DeltaSession {
-    fn new(
-        ctx: Ctx,
-        opened: Opened,
-        first: DeltaDiscoveryRequest,
-        inbound: Streaming<DeltaDiscoveryRequest>,
-    ) -> Self {
+    fn new(ctx: Ctx, opened: Opened) -> Self {
         DeltaSession {
             ctx,
             counters: opened.counters,
             node_id: opened.node_id,
             snapshots: opened.snapshots,
-            inbound,
             st: DeltaStream {
                 types: BTreeMap::new(),
                 nonce: 0,
                 eds_due: Default::default(),
             },
-            next: Some(first),
         }
     }
 
-    /// Handles the next request or snapshot change: the responses it calls
-    /// for, in order (often none); `None` once the client is gone.
-    async fn step(&mut self) -> Result<Option<Responses>, Status> {
-        if let Some(req) = self.next.take() {
-            return self.request(req).map(Some);
-        }
-        tokio::select! {
-            req = self.inbound.next() => match req {
-                Some(Ok(r)) => {
-                    self.next = Some(r);
-                    Ok(Some(Vec::new()))
+    /// The responses a new snapshot calls for, in order (often none).
+    fn changed(&mut self, snap: Option<Arc<Snapshot>>) -> Responses {
+        let mut out = Vec::new();
+        if let Some(snap) = snap {
+            // Clusters before endpoints: a CDS response makes endpoints due.
+            for t in ResourceType::ORDER {
+                if let Some(resp) = self.st.diff(t, &snap) {
+                    out.push((t, resp));
                 }
-                Some(Err(status)) => {
-                    debug!(node_id = %self.node_id, %status, "stream error");
-                    Ok(None)
-                }
-                None => Ok(None),
-            },
-            changed = self.snapshots.changed() => {
-                if changed.is_err() {
-                    return Err(Status::unavailable("the proxy was removed"));
-                }
-                let snap = self.snapshots.borrow_and_update().clone();
-                let mut out = Vec::new();
-                if let Some(snap) = snap {
-                    // Clusters before endpoints: a CDS response makes endpoints due.
-                    for t in ResourceType::ORDER {
-                        if let Some(resp) = self.st.diff(t, &snap) {
-                            out.push((t, resp));
-                        }
-                    }
-                }
-                Ok(Some(out))
             }
         }
+        out
     }
 
     /// A subscription change, ACK or NACK: the response it calls for, if any.
@@ -637,7 +821,7 @@ impl DeltaSession {
     }
 
     /// Accounts for a response handed to the HTTP/2 stream.
-    fn sending(&self, t: ResourceType, resp: &EncodedDelta) {
+    fn sending(&self, t: ResourceType, resp: &EncodedDelta, len: usize) {
         debug!(
             node_id = %self.node_id,
             type_url = t.type_url(),
@@ -645,7 +829,7 @@ impl DeltaSession {
             removed = resp.removed_resources.len(),
             "sending"
         );
-        self.ctx.stats.sent(prost::Message::encoded_len(resp));
+        self.ctx.stats.sent(len);
         self.counters.sent(t);
     }
 }

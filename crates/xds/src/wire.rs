@@ -9,10 +9,10 @@
 //! [`AdsService`] serves both ADS methods: state of the world with the
 //! generated message types, delta with [`EncodedDelta`].
 
-use crate::server::AdsServer;
-use bytes::{Buf, BufMut, Bytes};
+use crate::server::{AdsServer, DeltaBody};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse, Resource,
+    DiscoveryRequest, DiscoveryResponse, Resource,
 };
 use envoy_types::pb::google::protobuf::Any;
 use futures::Stream;
@@ -35,7 +35,8 @@ const MAX_REQUEST: usize = 16 * 1024 * 1024;
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA_PATH: &str =
+/// The path of the delta ADS method.
+pub const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 // DeltaDiscoveryResponse field numbers (envoy/service/discovery/v3/discovery.proto).
@@ -138,6 +139,111 @@ impl Message for EncodedDelta {
     }
 }
 
+/// Appends `msg` to `out` as one gRPC message: an uncompressed flag, the
+/// length (4 bytes, big endian), the encoded message. Returns its length.
+pub(crate) fn put_message(out: &mut BytesMut, msg: &impl Message) -> usize {
+    let len = msg.encoded_len();
+    out.reserve(5 + len);
+    out.put_u8(0);
+    out.put_u32(len as u32);
+    msg.encode_raw(out);
+    len
+}
+
+/// gRPC messages read from a request body as they complete, without a
+/// task or buffer of their own beyond the bytes of a message not yet
+/// whole.
+pub(crate) struct MessageReader<B> {
+    body: B,
+    partial: BytesMut,
+    ended: bool,
+}
+
+impl<B> MessageReader<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    pub(crate) fn new(body: B) -> Self {
+        MessageReader {
+            body,
+            partial: BytesMut::new(),
+            ended: false,
+        }
+    }
+
+    /// The next message; `None` once the client ended its side cleanly.
+    /// A malformed or oversized message is an error naming what is wrong.
+    pub(crate) fn poll_message<M: Message + Default>(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<M, Status>>> {
+        loop {
+            if let Some(message) = self.take()? {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if self.ended {
+                return Poll::Ready(if self.partial.is_empty() {
+                    None
+                } else {
+                    Some(Err(Status::invalid_argument(
+                        "the request stream ended inside a gRPC message",
+                    )))
+                });
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => self.ended = true,
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(Some(Err(Status::cancelled(format!(
+                        "reading the request stream failed: {error}"
+                    )))));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers from a client carry nothing for ADS.
+                    if let Ok(data) = frame.into_data() {
+                        self.partial.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A whole message at the front of the buffer, if one is there.
+    fn take<M: Message + Default>(&mut self) -> Result<Option<M>, Status> {
+        let Some(header) = self.partial.get(..5) else {
+            return Ok(None);
+        };
+        if header[0] != 0 {
+            // Nothing was negotiated: `grpc-encoding` other than identity
+            // is refused before the stream starts.
+            return Err(Status::unimplemented(
+                "compressed gRPC messages are not supported",
+            ));
+        }
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > MAX_REQUEST {
+            return Err(Status::resource_exhausted(format!(
+                "a request of {len} bytes is over the limit of {MAX_REQUEST}"
+            )));
+        }
+        if self.partial.len() < 5 + len {
+            self.partial.reserve(5 + len - self.partial.len());
+            return Ok(None);
+        }
+        self.partial.advance(5);
+        let message = self.partial.split_to(len);
+        let decoded = M::decode(&message[..])
+            .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))?;
+        if self.partial.is_empty() && self.partial.capacity() > 1024 {
+            // A connected proxy mostly sits idle: keep no large buffer
+            // after a large message (a NACK with Envoy's error text).
+            self.partial = BytesMut::new();
+        }
+        Ok(Some(decoded))
+    }
+}
+
 /// A stream's gRPC codec buffers start at 1 KB instead of tonic's 8 KB
 /// each: every connected proxy holds two for as long as it is connected,
 /// most messages (ACKs, a proxy's changes) are far smaller, and a buffer
@@ -191,6 +297,19 @@ impl AdsService {
     }
 }
 
+impl AdsService {
+    /// A delta ADS stream ([`DELTA_PATH`]) served without tonic's layers:
+    /// for a server that routes HTTP/2 requests itself and hands its
+    /// request bodies over as they are.
+    pub fn delta<B>(&self, request: http::Request<B>) -> http::Response<DeltaBody<B>>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        self.server.delta(request)
+    }
+}
+
 impl NamedService for AdsService {
     const NAME: &'static str = SERVICE;
 }
@@ -205,19 +324,6 @@ impl StreamingService<DiscoveryRequest> for StateOfTheWorld {
     fn call(&mut self, request: tonic::Request<Streaming<DiscoveryRequest>>) -> Self::Future {
         let server = self.0.clone();
         Box::pin(async move { Ok(server.state_of_the_world(request)) })
-    }
-}
-
-struct Delta(Arc<AdsServer>);
-
-impl StreamingService<DeltaDiscoveryRequest> for Delta {
-    type Response = EncodedDelta;
-    type ResponseStream = BoxStream<EncodedDelta>;
-    type Future = BoxFuture<Result<tonic::Response<Self::ResponseStream>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
-        let server = self.0.clone();
-        Box::pin(async move { Ok(server.delta(request)) })
     }
 }
 
@@ -239,17 +345,32 @@ impl tower::Service<http::Request<Body>> for AdsService {
                         .max_decoding_message_size(MAX_REQUEST);
                 Ok(grpc.streaming(StateOfTheWorld(server), req).await)
             }),
-            DELTA_PATH => Box::pin(async move {
-                let mut grpc =
-                    Grpc::new(AdsCodec::<EncodedDelta, DeltaDiscoveryRequest>::default())
-                        .max_decoding_message_size(MAX_REQUEST);
-                Ok(grpc.streaming(Delta(server), req).await)
-            }),
+            DELTA_PATH => {
+                let response = server.delta(req).map(Body::new);
+                Box::pin(async move { Ok(response) })
+            }
             _ => {
                 Box::pin(async move { Ok(Status::unimplemented("no such ADS method").into_http()) })
             }
         }
     }
+}
+
+/// Refuses a request whose messages are compressed (`grpc-encoding` other
+/// than identity): the delta stream reads them as they are.
+pub(crate) fn unsupported_encoding(headers: &http::HeaderMap) -> Option<Status> {
+    let encoding = headers.get("grpc-encoding")?;
+    if encoding.as_bytes() == b"identity" {
+        return None;
+    }
+    let mut status = Status::unimplemented(format!(
+        "messages compressed with {} are not supported; send them uncompressed",
+        String::from_utf8_lossy(encoding.as_bytes())
+    ));
+    status
+        .metadata_mut()
+        .insert("grpc-accept-encoding", "identity".parse().ok()?);
+    Some(status)
 }
 
 #[cfg(test)]
