@@ -8,7 +8,7 @@ use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::watch;
+use std::task::{Context, Poll, Waker};
 
 /// One encoded resource with its content version.
 #[derive(Debug)]
@@ -108,11 +108,94 @@ pub fn set_version<'a>(items: impl Iterator<Item = &'a Arc<VersionedResource>>) 
     format!("{:016x}", h.finish())
 }
 
-/// Snapshots of every proxy, each behind a watch channel its ADS stream follows.
+/// Snapshots of every proxy, each in a slot its ADS streams follow.
 #[derive(Default)]
 pub struct SnapshotCache {
-    proxies: Mutex<foldhash::HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
+    proxies: Mutex<foldhash::HashMap<String, Arc<Slot>>>,
     interned: Mutex<Interned>,
+}
+
+/// One proxy's snapshot and the streams waiting for the next one. A
+/// stream checks it each time its task runs (every ACK, every change): a
+/// version compare under an uncontended lock, and its waker kept unless
+/// the task's changed.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    snapshot: Option<Arc<Snapshot>>,
+    /// Grows with every new snapshot; a watch compares it with the one it saw.
+    version: u64,
+    /// The proxy was forgotten: its watches end.
+    closed: bool,
+    /// Watches waiting for the next snapshot, by watch id.
+    waiting: Vec<(u64, Waker)>,
+    next_watch: u64,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SlotState {
+    fn wake_all(&mut self) {
+        for (_, waker) in self.waiting.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// Follows one proxy's snapshot (see [`SnapshotCache::watch`]).
+pub struct SnapshotWatch {
+    slot: Arc<Slot>,
+    id: u64,
+    seen: u64,
+}
+
+impl SnapshotWatch {
+    /// The current snapshot (`None` until the first is set), without
+    /// marking it seen.
+    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.slot.lock().snapshot.clone()
+    }
+
+    /// A snapshot newer than the last one this watch returned (`Some`), or
+    /// the end (`None`): the proxy was forgotten.
+    pub fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<Arc<Snapshot>>>> {
+        let mut st = self.slot.lock();
+        if st.version != self.seen {
+            self.seen = st.version;
+            return Poll::Ready(Some(st.snapshot.clone()));
+        }
+        if st.closed {
+            return Poll::Ready(None);
+        }
+        match st.waiting.iter_mut().find(|(id, _)| *id == self.id) {
+            Some((_, waker)) => {
+                if !waker.will_wake(cx.waker()) {
+                    *waker = cx.waker().clone();
+                }
+            }
+            None => st.waiting.push((self.id, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+
+    /// [`SnapshotWatch::poll_changed`] as a future.
+    pub async fn changed(&mut self) -> Option<Option<Arc<Snapshot>>> {
+        std::future::poll_fn(|cx| self.poll_changed(cx)).await
+    }
+}
+
+impl Drop for SnapshotWatch {
+    fn drop(&mut self) {
+        self.slot.lock().waiting.retain(|(id, _)| *id != self.id);
+    }
 }
 
 /// Encoded resources alive somewhere, by (type, 64-bit content digest). The
@@ -176,42 +259,52 @@ impl SnapshotCache {
         let mut proxies = self.proxies.lock().expect("cache lock");
         let mut changed = 0;
         for (node_id, snap) in snaps {
-            let tx = proxies
-                .entry(node_id)
-                .or_insert_with(|| watch::channel(None).0);
-            let modified = tx.send_if_modified(|cur| {
-                if cur.as_ref().is_some_and(|c| c.same_as(&snap)) {
-                    false
-                } else {
-                    *cur = Some(snap);
-                    true
-                }
-            });
-            changed += usize::from(modified);
+            let slot = proxies.entry(node_id).or_default();
+            let mut st = slot.lock();
+            if st.snapshot.as_ref().is_some_and(|c| c.same_as(&snap)) {
+                continue;
+            }
+            st.snapshot = Some(snap);
+            st.version += 1;
+            st.wake_all();
+            changed += 1;
         }
         changed
     }
 
-    /// Follows a proxy's snapshot; `None` until the first one is set.
-    pub fn watch(&self, node_id: &str) -> watch::Receiver<Option<Arc<Snapshot>>> {
-        let mut proxies = self.proxies.lock().expect("cache lock");
-        proxies
-            .entry(node_id.to_string())
-            .or_insert_with(|| watch::channel(None).0)
-            .subscribe()
+    /// Follows a proxy's snapshot from the current one on (which counts as
+    /// seen); `None` until the first one is set.
+    pub fn watch(&self, node_id: &str) -> SnapshotWatch {
+        let slot = {
+            let mut proxies = self.proxies.lock().expect("cache lock");
+            proxies.entry(node_id.to_string()).or_default().clone()
+        };
+        let (id, seen) = {
+            let mut st = slot.lock();
+            st.next_watch += 1;
+            (st.next_watch, st.version)
+        };
+        SnapshotWatch { slot, id, seen }
     }
 
     pub fn get(&self, node_id: &str) -> Option<Arc<Snapshot>> {
-        self.proxies
+        let slot = self
+            .proxies
             .lock()
             .expect("cache lock")
-            .get(node_id)
-            .and_then(|tx| tx.borrow().clone())
+            .get(node_id)?
+            .clone();
+        slot.lock().snapshot.clone()
     }
 
-    /// Forgets a proxy (its Dataplane is gone).
+    /// Forgets a proxy (its Dataplane is gone): its watches end.
     pub fn remove(&self, node_id: &str) {
-        self.proxies.lock().expect("cache lock").remove(node_id);
+        let slot = self.proxies.lock().expect("cache lock").remove(node_id);
+        if let Some(slot) = slot {
+            let mut st = slot.lock();
+            st.closed = true;
+            st.wake_all();
+        }
     }
 
     /// Number of distinct encoded resources alive (for metrics and the benchmark).
@@ -292,5 +385,57 @@ mod tests {
             endpoints("b"),
         ]);
         assert!(!snap.same_as(&changed));
+    }
+
+    #[tokio::test]
+    async fn watches_see_newer_snapshots_once_and_end_when_the_proxy_is_forgotten() {
+        use std::task::Poll;
+        let cache = SnapshotCache::new();
+        let mut early = cache.watch("p");
+        assert!(early.latest().is_none());
+        assert_eq!(
+            cache.publish([("p".to_string(), Arc::new(cache.build(&[cluster("a", 1)])))]),
+            1
+        );
+        // A watch made now starts from the current snapshot: nothing new for it.
+        let mut late = cache.watch("p");
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(late.poll_changed(&mut cx).is_pending());
+        assert!(late.latest().is_some());
+        // The earlier watch sees the snapshot once.
+        let got = early.changed().await.expect("open").expect("a snapshot");
+        assert!(got.get(ResourceType::Cluster, "a").is_some());
+        assert!(early.poll_changed(&mut cx).is_pending());
+        // An equal snapshot changes nothing and wakes nobody.
+        assert_eq!(
+            cache.publish([("p".to_string(), Arc::new(cache.build(&[cluster("a", 1)])))]),
+            0
+        );
+        assert!(early.poll_changed(&mut cx).is_pending());
+        // A new one wakes the waiting watches; a dropped watch leaves no waker behind.
+        let waiting = tokio::spawn(async move { late.changed().await });
+        tokio::task::yield_now().await;
+        let mut dropped = cache.watch("p");
+        assert!(dropped.poll_changed(&mut cx).is_pending());
+        let waiting_now = || cache.proxies.lock().unwrap()["p"].lock().waiting.len();
+        // `early`, `late` and `dropped`.
+        assert_eq!(waiting_now(), 3);
+        drop(dropped);
+        assert_eq!(waiting_now(), 2);
+        assert!(cache.set("p", &[cluster("a", 2)]));
+        let got = waiting.await.unwrap().expect("open").expect("a snapshot");
+        assert_eq!(
+            got.get(ResourceType::Cluster, "a").unwrap().plan,
+            cluster("a", 2)
+        );
+        assert!(matches!(
+            early.poll_changed(&mut cx),
+            Poll::Ready(Some(Some(_)))
+        ));
+        // Forgotten: the watch ends, and the proxy's snapshot is gone.
+        cache.remove("p");
+        assert!(matches!(early.poll_changed(&mut cx), Poll::Ready(None)));
+        assert!(cache.get("p").is_none());
     }
 }

@@ -23,7 +23,7 @@ pub mod server;
 pub mod timeout;
 pub mod wire;
 
-pub use cache::{Snapshot, SnapshotCache, VersionedResource};
+pub use cache::{Snapshot, SnapshotCache, SnapshotWatch, VersionedResource};
 pub use generate::{
     MeshEndpoints, OutboundMemo, ProxyMeta, ProxyPlan, generate, generate_memo, generate_with,
     service_cluster_name,

@@ -5,7 +5,7 @@
 //! type; an ACK never triggers a resend; a NACK rolls back what the client is
 //! believed to hold and waits for the next change (no retry loop).
 
-use crate::cache::{Snapshot, SnapshotCache, find, set_version};
+use crate::cache::{Snapshot, SnapshotCache, SnapshotWatch, find, set_version};
 use crate::plan::{ClusterSource, ResourcePlan, ResourceType};
 use crate::wire::{
     AdsService, BoxStream, EncodedDelta, MessageReader, put_message, unsupported_encoding,
@@ -15,7 +15,6 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
-use futures::Stream;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -23,10 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::task::{Context, Poll};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::wrappers::WatchStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
@@ -94,6 +92,10 @@ impl StreamCounters {
 
     fn sent(&self, t: ResourceType) {
         self.by_type[t.index()].sent.fetch_add(1, Relaxed);
+    }
+
+    /// Stamps the latest response (once per batch handed to the stream).
+    fn sent_now(&self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
@@ -208,7 +210,7 @@ impl AdsServer {
 /// Common opening of both stream kinds: wait for the node, authenticate, announce.
 struct Opened {
     node_id: String,
-    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    snapshots: SnapshotWatch,
     counters: Arc<StreamCounters>,
 }
 
@@ -368,7 +370,6 @@ enum Phase {
 
 struct Running {
     session: DeltaSession,
-    changes: WatchStream<Option<Arc<Snapshot>>>,
     /// Announces the disconnect however the stream ends.
     _gone: Disconnect,
 }
@@ -382,10 +383,14 @@ where
     B::Error: std::fmt::Display,
 {
     fn push(&mut self, session: &DeltaSession, responses: Responses) {
+        if responses.is_empty() {
+            return;
+        }
         for (t, resp) in responses {
             let len = put_message(&mut self.out, &resp);
             session.sending(t, &resp, len);
         }
+        session.counters.sent_now();
     }
 
     /// Moves the stream on as far as it can without waiting: the next
@@ -435,14 +440,12 @@ where
                     Poll::Pending
                 }
                 Poll::Ready(Ok(Ok((opened, gone)))) => {
-                    let changes = WatchStream::from_changes(opened.snapshots.clone());
                     let mut session = DeltaSession::new(self.ctx.clone(), opened);
                     match first.map(|r| session.request(*r)).unwrap_or(Ok(Vec::new())) {
                         Ok(responses) => {
                             self.push(&session, responses);
                             self.phase = Phase::Running(Box::new(Running {
                                 session,
-                                changes,
                                 _gone: gone,
                             }));
                         }
@@ -490,7 +493,7 @@ where
                     }
                 }
                 if self.out.len() < FRAME_BYTES {
-                    match Pin::new(&mut run.changes).poll_next(cx) {
+                    match run.session.snapshots.poll_changed(cx) {
                         Poll::Pending => {}
                         Poll::Ready(None) => {
                             self.phase =
@@ -713,9 +716,7 @@ struct DeltaSession {
     ctx: Ctx,
     counters: Arc<StreamCounters>,
     node_id: String,
-    /// The latest snapshot, for requests (changes come from the stream's
-    /// own `WatchStream` on the same channel).
-    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    snapshots: SnapshotWatch,
     st: DeltaStream,
 }
 
@@ -813,7 +814,7 @@ impl DeltaSession {
         if pure_ack {
             return Ok(Vec::new());
         }
-        let snap = self.snapshots.borrow().clone();
+        let snap = self.snapshots.latest();
         Ok(match snap {
             Some(snap) => st.diff(t, &snap).map(|r| (t, r)).into_iter().collect(),
             None => Vec::new(),
@@ -949,7 +950,7 @@ async fn sotw_loop(
                 }
             }
         }
-        let snap = opened.snapshots.borrow().clone();
+        let snap = opened.snapshots.latest();
         if let Some(snap) = snap {
             for t in to_check {
                 if let Some(resp) = st.response(t, &snap) {
@@ -967,10 +968,9 @@ async fn sotw_loop(
                 None => return Ok(()),
             },
             changed = opened.snapshots.changed() => {
-                if changed.is_err() {
+                let Some(snap) = changed else {
                     return Err(Status::unavailable("the proxy was removed"));
-                }
-                let snap = opened.snapshots.borrow_and_update().clone();
+                };
                 if let Some(snap) = snap {
                     // Clusters before endpoints: a CDS response may make endpoints due.
                     for t in ResourceType::ORDER {
@@ -1004,5 +1004,6 @@ async fn send_sotw(
         .await
         .map_err(|_| Status::cancelled("stream closed"))?;
     counters.sent(t);
+    counters.sent_now();
     Ok(())
 }

@@ -657,3 +657,25 @@ async fn delta_answers_a_new_subscription_without_a_snapshot_change() {
     let names: Vec<&str> = other.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["other"]);
 }
+
+#[tokio::test]
+async fn delta_and_sotw_streams_of_a_removed_proxy_end_unavailable() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let (mut delta, _, _) = Delta::open_cds_and_backend_eds(&mut client).await;
+    let (_sotw_tx, mut sotw) = open_sotw(&mut client).await;
+    let _ = next(&mut sotw).await;
+
+    cache.remove(NODE);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), delta.rx.next())
+        .await
+        .expect("the delta stream ends");
+    let status = ended.expect("a status").expect_err("an error status");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("removed"), "{status:?}");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), sotw.next())
+        .await
+        .expect("the sotw stream ends");
+    let status = ended.expect("a status").expect_err("an error status");
+    assert_eq!(status.code(), Code::Unavailable);
+}
