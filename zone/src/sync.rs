@@ -66,8 +66,12 @@ pub struct SyncConfig {
 
 #[derive(Default)]
 struct ProxyDeps {
+    /// Its snapshot's key, made once.
+    node_id: String,
     /// What the proxy reported when it connected.
     meta: ProxyMeta,
+    /// The Dataplane `services` and `all_services` were taken from.
+    dataplane: Option<Arc<kuma_xds::input::DataplaneView>>,
     clusters: BTreeSet<String>,
     /// MeshService names and `kuma.io/service` values its outbounds name.
     services: BTreeSet<String>,
@@ -412,7 +416,12 @@ impl Sync {
             }
             ctx.offline = self.offline.get(&mesh).cloned().unwrap_or_default();
             for (name, meta) in b.connected.get(&mesh).into_iter().flatten() {
-                state.connected.entry(name.clone()).or_default().meta = *meta;
+                let deps = state.connected.entry(name.clone()).or_default();
+                if deps.meta != *meta {
+                    deps.meta = *meta;
+                    // `all_services` depends on it.
+                    deps.dataplane = None;
+                }
                 affected.insert(name);
             }
 
@@ -498,10 +507,13 @@ impl Sync {
                 for w in &plan.warnings {
                     debug!(%mesh, %name, warning = %w, "generation warning");
                 }
-                *deps = deps_of(&plan.resources, dp, meta);
+                refresh_deps(deps, &plan.resources, dp);
                 generated += 1;
+                if deps.node_id.is_empty() {
+                    deps.node_id = crate::bootstrap::node_id(&mesh, name);
+                }
                 built.push((
-                    crate::bootstrap::node_id(&mesh, name),
+                    deps.node_id.clone(),
                     Arc::new(self.cache.build(&plan.resources)),
                 ));
             };
@@ -691,33 +703,42 @@ impl Affected {
     }
 }
 
-fn deps_of(
+/// Brings a proxy's dependencies up to its new plan. A change that moves
+/// none of them (a policy change keeps every cluster, and the services
+/// come from the Dataplane, which did not change) allocates nothing.
+fn refresh_deps(
+    deps: &mut ProxyDeps,
     resources: &[ResourcePlan],
-    dp: &kuma_xds::input::DataplaneView,
-    meta: ProxyMeta,
-) -> ProxyDeps {
+    dp: &Arc<kuma_xds::input::DataplaneView>,
+) {
+    let clusters = resources.iter().filter_map(|r| match r {
+        ResourcePlan::Endpoints(e) => Some(&e.cluster),
+        _ => None,
+    });
+    if clusters.clone().count() != deps.clusters.len()
+        || !clusters.clone().all(|c| deps.clusters.contains(c))
+    {
+        deps.clusters = clusters.cloned().collect();
+    }
+    if deps.dataplane.as_ref().is_some_and(|d| Arc::ptr_eq(d, dp)) {
+        return;
+    }
+    let net = &dp.spec.networking;
+    deps.services = net
+        .outbound
+        .iter()
+        .flat_map(|o| {
+            let by_ref = o.backend_ref.as_ref().and_then(|b| b.name.as_ref());
+            by_ref.into_iter().chain(o.tags.get(SERVICE_TAG))
+        })
+        .cloned()
+        .collect();
     // The DNS table lists every MeshService.
-    let mut deps = ProxyDeps {
-        meta,
-        all_services: meta.dns_port.is_some(),
-        ..Default::default()
-    };
-    for r in resources {
-        if let ResourcePlan::Endpoints(e) = r {
-            deps.clusters.insert(e.cluster.clone());
-        }
-    }
-    for o in &dp.spec.networking.outbound {
-        if let Some(n) = o.backend_ref.as_ref().and_then(|b| b.name.clone()) {
-            deps.services.insert(n);
-        }
-        if let Some(s) = o.tags.get(SERVICE_TAG) {
-            deps.services.insert(s.clone());
-        }
-        if o.backend_ref.as_ref().is_some_and(|b| b.name.is_none()) {
-            deps.all_services = true;
-        }
-    }
-    deps.all_services |= dp.spec.networking.transparent_proxying.is_some();
-    deps
+    deps.all_services = deps.meta.dns_port.is_some()
+        || net.transparent_proxying.is_some()
+        || net
+            .outbound
+            .iter()
+            .any(|o| o.backend_ref.as_ref().is_some_and(|b| b.name.is_none()));
+    deps.dataplane = Some(dp.clone());
 }
