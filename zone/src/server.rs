@@ -203,11 +203,17 @@ async fn on_main(
     router: Router,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<axum::body::Body> {
-    let served = main.spawn(tower::ServiceExt::oneshot(
-        router,
-        req.map(axum::body::Body::new),
-    ));
-    match served.await {
+    // Aborted if the client goes away first: no handler keeps working
+    // (reading the store) for nobody.
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let req = req.map(axum::body::Body::new);
+    let mut served = AbortOnDrop(main.spawn(tower::ServiceExt::oneshot(router, req)));
+    match (&mut served.0).await {
         Ok(Ok(response)) => response,
         Ok(Err(never)) => match never {},
         // The control plane is shutting down.
@@ -239,12 +245,17 @@ struct Shards {
 impl Shards {
     fn start() -> std::io::Result<Shards> {
         let n = shard_count(std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let mut runtimes = Vec::with_capacity(n);
+        // Built into `Shards` one by one: if one fails, its `Drop` shuts
+        // down those already running (dropping a runtime here would block).
+        let mut shards = Shards {
+            runtimes: Vec::with_capacity(n),
+            next: 0,
+        };
         for i in 0..n {
             // One worker: a wake-up from another thread (the sync task's
             // snapshot notices) costs a syscall only when the worker is
             // parked, not every time as with a current-thread runtime.
-            runtimes.push(
+            shards.runtimes.push(
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .thread_name(format!("dp-server-{i}"))
@@ -252,7 +263,7 @@ impl Shards {
                     .build()?,
             );
         }
-        Ok(Shards { runtimes, next: 0 })
+        Ok(shards)
     }
 
     /// The thread for the next connection (round robin).

@@ -221,6 +221,11 @@ impl Sync {
             Input::Signal(Signal::Disconnected { mesh, name }) => {
                 if let Some(m) = self.meshes.get_mut(&mesh) {
                     m.connected.remove(&name);
+                    // Its Dataplane went while it was connected: nobody
+                    // needs its snapshot any more.
+                    if !m.ctx.dataplanes.contains_key(&name) {
+                        self.cache.remove(&crate::bootstrap::node_id(&mesh, &name));
+                    }
                 }
                 self.offline.entry(mesh.clone()).or_default().insert(name);
                 b.offline_changed.insert(mesh);

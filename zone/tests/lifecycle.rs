@@ -337,6 +337,14 @@ async fn delta_requests_it_cannot_read_get_a_status_that_says_why() {
     assert_eq!(code, "3");
     assert!(message.contains("must carry the node"), "{message}");
 
+    // A compressed message on a stream that named no encoding: INTERNAL.
+    let mut req = delta(None, b"");
+    *req.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(&[1, 0, 0, 0, 0]));
+    let (_, _, trailers) = request(&server, true, req).await;
+    let (code, message) = status(trailers);
+    assert_eq!(code, "13");
+    assert!(message.contains("grpc-encoding"), "{message}");
+
     // A length prefix over the limit: RESOURCE_EXHAUSTED, before any of it is read.
     let mut req = delta(None, b"");
     *req.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0x7f, 0, 0, 0]));

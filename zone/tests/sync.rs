@@ -29,6 +29,21 @@ fn write(spec: Value) -> Write {
     }
 }
 
+/// A dp-server on a memory store with the default mesh.
+async fn start() -> (tempfile::TempDir, Arc<dyn ResourceStore>, DpServer) {
+    let work = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ResourceStore> = Arc::new(MemoryStore::new());
+    let mesh =
+        ResourceKey::global(ResourceKind::Mesh, ResourceName::new("default").unwrap()).unwrap();
+    store.create(&mesh, write(json!({}))).await.unwrap();
+    let mut config = DpServerConfig::new(work.path().to_path_buf());
+    config.interface = "127.0.0.1".parse().unwrap();
+    config.port = 0;
+    config.auth = DpAuth::None;
+    let server = DpServer::start(config, store.clone()).await.unwrap();
+    (work, store, server)
+}
+
 /// The request timeout (ms) of web-1's outbound listener, once its snapshot has one.
 async fn outbound_request_ms(server: &DpServer) -> Option<u64> {
     server.sync.flush().await;
@@ -69,16 +84,7 @@ async fn eventually(server: &DpServer, want: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_timeout_create_update_delete_reach_connected_proxies() {
-    let work = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ResourceStore> = Arc::new(MemoryStore::new());
-    let mesh =
-        ResourceKey::global(ResourceKind::Mesh, ResourceName::new("default").unwrap()).unwrap();
-    store.create(&mesh, write(json!({}))).await.unwrap();
-    let mut config = DpServerConfig::new(work.path().to_path_buf());
-    config.interface = "127.0.0.1".parse().unwrap();
-    config.port = 0;
-    config.auth = DpAuth::None;
-    let server = DpServer::start(config, store.clone()).await.unwrap();
+    let (_work, store, server) = start().await;
 
     for (name, service, outbound) in [
         ("backend-1", "backend", None),
@@ -146,4 +152,35 @@ async fn mesh_timeout_create_update_delete_reach_connected_proxies() {
         .await
         .unwrap();
     eventually(&server, 15_000).await;
+}
+
+#[tokio::test]
+async fn a_proxy_whose_dataplane_went_while_connected_is_forgotten_when_it_leaves() {
+    let (_work, store, server) = start().await;
+    let dp = key(ResourceKind::Dataplane, "web-1");
+    let networking = json!({"address": "10.0.0.1",
+        "inbound": [{"port": 8080, "tags": {"kuma.io/service": "web"}}]});
+    store
+        .create(&dp, write(json!({"networking": networking})))
+        .await
+        .unwrap();
+    server.sync.signal(Signal::Connected {
+        mesh: "default".into(),
+        name: "web-1".into(),
+        meta: ProxyMeta::default(),
+    });
+    server.sync.flush().await;
+    assert!(server.cache.get("default.web-1").is_some());
+
+    // Deleted while connected: the proxy keeps what it has...
+    store.delete(&dp, None).await.unwrap();
+    server.sync.flush().await;
+    assert!(server.cache.get("default.web-1").is_some());
+    // ...until it disconnects.
+    server.sync.signal(Signal::Disconnected {
+        mesh: "default".into(),
+        name: "web-1".into(),
+    });
+    server.sync.flush().await;
+    assert!(server.cache.get("default.web-1").is_none());
 }

@@ -142,14 +142,6 @@ impl Slot {
     }
 }
 
-impl SlotState {
-    fn wake_all(&mut self) {
-        for (_, waker) in self.waiting.drain(..) {
-            waker.wake();
-        }
-    }
-}
-
 /// Follows one proxy's snapshot (see [`SnapshotCache::watch`]).
 pub struct SnapshotWatch {
     slot: Arc<Slot>,
@@ -256,27 +248,38 @@ impl SnapshotCache {
     /// of being woken (and parking again) once per proxy while the rest
     /// are still being built.
     pub fn publish(&self, snaps: impl IntoIterator<Item = (String, Arc<Snapshot>)>) -> usize {
-        let mut proxies = self.proxies.lock().expect("cache lock");
+        let mut wake = Vec::new();
         let mut changed = 0;
-        for (node_id, snap) in snaps {
-            let slot = proxies.entry(node_id).or_default();
-            let mut st = slot.lock();
-            if st.snapshot.as_ref().is_some_and(|c| c.same_as(&snap)) {
-                continue;
+        {
+            let mut proxies = self.lock_proxies();
+            for (node_id, snap) in snaps {
+                let slot = proxies.entry(node_id).or_default();
+                let mut st = slot.lock();
+                if st.snapshot.as_ref().is_some_and(|c| c.same_as(&snap)) {
+                    continue;
+                }
+                st.snapshot = Some(snap);
+                st.version += 1;
+                wake.extend(st.waiting.drain(..).map(|(_, w)| w));
+                changed += 1;
             }
-            st.snapshot = Some(snap);
-            st.version += 1;
-            st.wake_all();
-            changed += 1;
+        }
+        // Woken with no lock held.
+        for waker in wake {
+            waker.wake();
         }
         changed
+    }
+
+    fn lock_proxies(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<String, Arc<Slot>>> {
+        self.proxies.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Follows a proxy's snapshot from the current one on (which counts as
     /// seen); `None` until the first one is set.
     pub fn watch(&self, node_id: &str) -> SnapshotWatch {
         let slot = {
-            let mut proxies = self.proxies.lock().expect("cache lock");
+            let mut proxies = self.lock_proxies();
             proxies.entry(node_id.to_string()).or_default().clone()
         };
         let (id, seen) = {
@@ -288,22 +291,24 @@ impl SnapshotCache {
     }
 
     pub fn get(&self, node_id: &str) -> Option<Arc<Snapshot>> {
-        let slot = self
-            .proxies
-            .lock()
-            .expect("cache lock")
-            .get(node_id)?
-            .clone();
+        let slot = self.lock_proxies().get(node_id)?.clone();
         slot.lock().snapshot.clone()
     }
 
-    /// Forgets a proxy (its Dataplane is gone): its watches end.
+    /// Forgets a proxy (its Dataplane is gone): its watches end, and a
+    /// stream still opening gets no snapshot from it.
     pub fn remove(&self, node_id: &str) {
-        let slot = self.proxies.lock().expect("cache lock").remove(node_id);
+        let slot = self.lock_proxies().remove(node_id);
         if let Some(slot) = slot {
-            let mut st = slot.lock();
-            st.closed = true;
-            st.wake_all();
+            let waiting = {
+                let mut st = slot.lock();
+                st.closed = true;
+                st.snapshot = None;
+                std::mem::take(&mut st.waiting)
+            };
+            for (_, waker) in waiting {
+                waker.wake();
+            }
         }
     }
 
@@ -436,6 +441,10 @@ mod tests {
         // Forgotten: the watch ends, and the proxy's snapshot is gone.
         cache.remove("p");
         assert!(matches!(early.poll_changed(&mut cx), Poll::Ready(None)));
+        assert!(
+            early.latest().is_none(),
+            "a stream still opening gets nothing"
+        );
         assert!(cache.get("p").is_none());
     }
 }

@@ -463,7 +463,9 @@ where
                     Poll::Ready(())
                 }
                 Poll::Ready(Err(_)) => {
-                    self.phase = Phase::Ending(Status::internal("opening the stream failed"));
+                    // Cancelled: the control plane is shutting down.
+                    self.phase =
+                        Phase::Ending(Status::unavailable("the control plane is shutting down"));
                     Poll::Ready(())
                 }
             },
@@ -492,9 +494,12 @@ where
                         }
                     }
                 }
-                if self.out.len() < FRAME_BYTES {
+                // Until `Pending`, which leaves the stream's waker with its
+                // slot: a snapshot that calls for nothing must not end the
+                // watch (the next one would wake nobody).
+                while self.out.len() < FRAME_BYTES {
                     match run.session.snapshots.poll_changed(cx) {
-                        Poll::Pending => {}
+                        Poll::Pending => break,
                         Poll::Ready(None) => {
                             self.phase =
                                 Phase::Ending(Status::unavailable("the proxy was removed"));

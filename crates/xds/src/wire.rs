@@ -215,10 +215,10 @@ where
             return Ok(None);
         };
         if header[0] != 0 {
-            // Nothing was negotiated: `grpc-encoding` other than identity
-            // is refused before the stream starts.
-            return Err(Status::unimplemented(
-                "compressed gRPC messages are not supported",
+            // A compressed message on a stream without `grpc-encoding`
+            // (one with it is refused before it starts).
+            return Err(Status::internal(
+                "a compressed gRPC message, but the stream named no grpc-encoding",
             ));
         }
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
@@ -228,7 +228,10 @@ where
             )));
         }
         if self.partial.len() < 5 + len {
-            self.partial.reserve(5 + len - self.partial.len());
+            // Room for what is announced, a bounded step at a time: a
+            // header alone does not get 16 MB from us.
+            self.partial
+                .reserve((5 + len - self.partial.len()).min(64 * 1024));
             return Ok(None);
         }
         self.partial.advance(5);

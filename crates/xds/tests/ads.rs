@@ -679,3 +679,29 @@ async fn delta_and_sotw_streams_of_a_removed_proxy_end_unavailable() {
     let status = ended.expect("a status").expect_err("an error status");
     assert_eq!(status.code(), Code::Unavailable);
 }
+
+#[tokio::test]
+async fn delta_keeps_watching_after_a_change_that_calls_for_nothing() {
+    let (cache, _events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let mut s = Delta::open_cds(&mut client).await;
+    let cds = s.recv().await;
+    s.ack(&cds).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    // Only endpoints change, and the stream follows clusters alone: no
+    // response, and the client has nothing in flight.
+    cache.set(NODE, &plans(&[8080, 8081], 10001));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The next change still reaches it.
+    let mut changed = plans(&[8080, 8081], 10001);
+    if let ResourcePlan::Cluster(c) = &mut changed[0] {
+        c.timeouts.connection_ms = 7000;
+    }
+    cache.set(NODE, &changed);
+    let cds = tokio::time::timeout(std::time::Duration::from_secs(5), s.recv())
+        .await
+        .expect("the cluster change arrives");
+    assert_eq!(cds.type_url, ResourceType::Cluster.type_url());
+    assert_eq!(cds.resources.len(), 1);
+}
