@@ -44,6 +44,15 @@ async fn start() -> (tempfile::TempDir, Arc<dyn ResourceStore>, DpServer) {
     (work, store, server)
 }
 
+/// web-1's proxy connects (as the lifecycle tells the sync task).
+fn connect_web_1(server: &DpServer) {
+    server.sync.signal(Signal::Connected {
+        mesh: "default".into(),
+        name: "web-1".into(),
+        meta: ProxyMeta::default(),
+    });
+}
+
 /// The request timeout (ms) of web-1's outbound listener, once its snapshot has one.
 async fn outbound_request_ms(server: &DpServer) -> Option<u64> {
     server.sync.flush().await;
@@ -103,11 +112,7 @@ async fn mesh_timeout_create_update_delete_reach_connected_proxies() {
             .await
             .unwrap();
     }
-    server.sync.signal(Signal::Connected {
-        mesh: "default".into(),
-        name: "web-1".into(),
-        meta: ProxyMeta::default(),
-    });
+    connect_web_1(&server);
     // Kuma's default request timeout until a MeshTimeout says otherwise.
     eventually(&server, 15_000).await;
     let clusters = cluster_versions(&server).await;
@@ -164,11 +169,7 @@ async fn a_proxy_whose_dataplane_went_while_connected_is_forgotten_when_it_leave
         .create(&dp, write(json!({"networking": networking})))
         .await
         .unwrap();
-    server.sync.signal(Signal::Connected {
-        mesh: "default".into(),
-        name: "web-1".into(),
-        meta: ProxyMeta::default(),
-    });
+    connect_web_1(&server);
     server.sync.flush().await;
     assert!(server.cache.get("default.web-1").is_some());
 
