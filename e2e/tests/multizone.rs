@@ -41,7 +41,20 @@ async fn start_global(pg: &TestPostgres) -> Result<ControlPlane> {
     }
     let mut envs = store;
     envs.push(("KUMA_MODE", "global".into()));
-    ControlPlane::start_with("none", &envs).await
+    let global = ControlPlane::start_with("none", &envs).await?;
+    // Its API answers before its KDS server is up, and zones read the KDS
+    // server's certificate when they start: it is written by the time the
+    // KDS port accepts connections.
+    wait_for(
+        "the global's KDS server",
+        Duration::from_secs(30),
+        || async {
+            let addr = ("127.0.0.1", global.kds_port);
+            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+        },
+    )
+    .await?;
+    Ok(global)
 }
 
 /// A zone of `global`, authenticated with a zone token the global issued.

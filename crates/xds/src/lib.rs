@@ -8,7 +8,7 @@
 //!        |  SnapshotCache::set (interns equal plans: built and encoded once, shared by Arc;
 //!        |  the delta wire form too, see `wire`)
 //!        v
-//!  per-proxy Snapshot (watch channel)
+//!  per-proxy Snapshot (a slot each stream of the proxy follows)
 //!        |  AdsServer: delta or state-of-the-world stream, per-type ACK/NACK tracking,
 //!        v  only changed resources are sent
 //!  Envoy
