@@ -171,44 +171,55 @@ impl Sync {
             let mut batch = Batch::default();
             match self.next(&mut changes).await {
                 Input::Closed => return,
-                first => self.add(&mut batch, first),
+                // Changes of kinds no proxy is made from (DataplaneInsights,
+                // 10k of them at every status flush) start no batch.
+                first => {
+                    if !self.add(&mut batch, first) {
+                        continue;
+                    }
+                }
             }
-            // Debounce: gather whatever arrives until a quiet gap, bounded overall.
-            let deadline = Instant::now() + self.config.debounce * 5;
+            // Debounce: gather whatever arrives until a quiet gap after the
+            // last change that matters, bounded overall.
+            let debounce = self.config.debounce;
+            let deadline = Instant::now() + debounce * 5;
+            let mut quiet_at = Instant::now() + debounce;
             while batch.flushes.is_empty() {
-                let gap = self
-                    .config
-                    .debounce
-                    .min(deadline.saturating_duration_since(Instant::now()));
-                match tokio::time::timeout(gap, self.next(&mut changes)).await {
+                let until = tokio::time::Instant::from_std(quiet_at.min(deadline));
+                match tokio::time::timeout_at(until, self.next(&mut changes)).await {
                     Ok(Input::Closed) | Err(_) => break,
-                    Ok(input) => self.add(&mut batch, input),
+                    Ok(input) => {
+                        if self.add(&mut batch, input) {
+                            quiet_at = Instant::now() + debounce;
+                        }
+                    }
                 }
             }
             self.apply(&mut batch).await;
         }
     }
 
-    fn add(&mut self, b: &mut Batch, input: Input) {
+    /// Adds `input` to the batch; whether it can change anything.
+    fn add(&mut self, b: &mut Batch, input: Input) -> bool {
         match input {
             Input::Change(ev) => {
-                let mesh = ev.key.mesh().map(ToString::to_string).unwrap_or_default();
-                let name = ev.key.name().to_string();
+                let mesh = || ev.key.mesh().map(ToString::to_string).unwrap_or_default();
+                let name = || ev.key.name().to_string();
                 match ev.key.kind() {
                     ResourceKind::Dataplane => {
-                        b.dataplanes.entry(mesh).or_default().insert(name);
+                        b.dataplanes.entry(mesh()).or_default().insert(name());
                     }
                     ResourceKind::MeshService => {
-                        b.services.entry(mesh).or_default().insert(name);
+                        b.services.entry(mesh()).or_default().insert(name());
                     }
                     ResourceKind::MeshTimeout => {
-                        b.policies.entry(mesh).or_default().insert(name);
+                        b.policies.entry(mesh()).or_default().insert(name());
                     }
                     ResourceKind::Mesh => {
-                        b.meshes.insert(name);
+                        b.meshes.insert(name());
                     }
                     ResourceKind::HostnameGenerator => b.hostname_generators = true,
-                    _ => {}
+                    _ => return false,
                 }
             }
             Input::Lagged => b.resync = true,
@@ -231,8 +242,9 @@ impl Sync {
                 b.offline_changed.insert(mesh);
             }
             Input::Signal(Signal::Flush(tx)) => b.flushes.push(tx),
-            Input::Closed => {}
+            Input::Closed => return false,
         }
+        true
     }
 
     async fn apply(&mut self, b: &mut Batch) {
