@@ -254,17 +254,18 @@ struct Ctx {
     home: Option<tokio::runtime::Handle>,
 }
 
-impl Ctx {
-    /// Runs `task` on the server's home runtime (else on the current one).
-    fn spawn_home<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match &self.home {
-            Some(home) => home.spawn(task),
-            None => tokio::spawn(task),
-        }
+/// Runs `task` on the server's home runtime (else on the current one).
+fn spawn_home<F>(
+    home: Option<&tokio::runtime::Handle>,
+    task: F,
+) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match home {
+        Some(home) => home.spawn(task),
+        None => tokio::spawn(task),
     }
 }
 
@@ -288,7 +289,7 @@ impl AdsServer {
         let ctx = self.ctx();
         let stream_id = self.stream_id();
         let (tx, rx) = mpsc::channel(16);
-        self.ctx().spawn_home(async move {
+        spawn_home(self.home.as_ref(), async move {
             let first = match inbound.next().await {
                 Some(Ok(r)) => r,
                 _ => return,
@@ -361,7 +362,7 @@ enum Phase {
     /// Waiting for the first request, which names the node.
     First,
     /// Authenticating and announcing the proxy, with its first request.
-    Opening(OpenTask, Option<Box<DeltaDiscoveryRequest>>),
+    Opening(OpenTask, Box<DeltaDiscoveryRequest>),
     Running(Box<Running>),
     /// The status to end with, once the responses before it are out.
     Ending(Status),
@@ -420,7 +421,7 @@ where
                     let (ctx, node, stream_id) =
                         (self.ctx.clone(), first.node.clone(), self.stream_id);
                     let metadata = self.metadata.take().unwrap_or_default();
-                    let task = self.ctx.spawn_home(async move {
+                    let task = spawn_home(self.ctx.home.as_ref(), async move {
                         let opened = open(&ctx, stream_id, node.as_ref(), &metadata).await?;
                         let gone = Disconnect {
                             home: ctx.home.clone(),
@@ -430,7 +431,7 @@ where
                         };
                         Ok::<_, Status>((opened, gone))
                     });
-                    self.phase = Phase::Opening(task, Some(Box::new(first)));
+                    self.phase = Phase::Opening(task, Box::new(first));
                     Poll::Ready(())
                 }
             },
@@ -441,7 +442,7 @@ where
                 }
                 Poll::Ready(Ok(Ok((opened, gone)))) => {
                     let mut session = DeltaSession::new(self.ctx.clone(), opened);
-                    match first.map(|r| session.request(*r)).unwrap_or(Ok(Vec::new())) {
+                    match session.request(*first) {
                         Ok(responses) => {
                             self.push(&session, responses);
                             self.phase = Phase::Running(Box::new(Running {

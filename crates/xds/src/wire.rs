@@ -298,9 +298,7 @@ impl AdsService {
             server: Arc::new(server),
         }
     }
-}
 
-impl AdsService {
     /// A delta ADS stream ([`DELTA_PATH`]) served without tonic's layers:
     /// for a server that routes HTTP/2 requests itself and hands its
     /// request bodies over as they are.
