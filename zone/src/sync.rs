@@ -498,7 +498,16 @@ impl Sync {
         let mut generated = 0usize;
         // Published together once every affected proxy's snapshot is built
         // (see `SnapshotCache::publish`).
-        let mut built = Vec::new();
+        let proxies: usize = regenerate
+            .iter()
+            .map(|(mesh, affected)| match affected {
+                Affected::All => self.meshes.get(mesh).map_or(0, |s| s.connected.len()),
+                Affected::Only(names) => names.len(),
+            })
+            .sum();
+        // Sized up front: grown by doubling, a 10k-proxy batch reallocates
+        // into fresh pages the kernel has to zero.
+        let mut built = Vec::with_capacity(proxies);
         for (mesh, affected) in regenerate {
             let Some(state) = self.meshes.get_mut(&mesh) else {
                 continue;

@@ -8,9 +8,8 @@
 use crate::cache::{Snapshot, SnapshotCache, SnapshotWatch, find, set_version};
 use crate::plan::{ClusterSource, ResourcePlan, ResourceType};
 use crate::wire::{
-    AdsService, BoxStream, EncodedDelta, MessageReader, put_message, unsupported_encoding,
+    AdsService, BoxStream, Decimal, EncodedDelta, MessageReader, Outgoing, unsupported_encoding,
 };
-use bytes::BytesMut;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
@@ -333,7 +332,7 @@ impl AdsServer {
             metadata: Some(MetadataMap::from_headers(parts.headers)),
             requests: MessageReader::new(body),
             phase,
-            out: BytesMut::new(),
+            out: Outgoing::default(),
         };
         let mut response = http::Response::new(body);
         response.headers_mut().insert(
@@ -353,7 +352,7 @@ pub struct DeltaBody<B> {
     requests: MessageReader<B>,
     phase: Phase,
     /// Responses encoded since the last DATA frame.
-    out: BytesMut,
+    out: Outgoing,
 }
 
 type OpenTask = tokio::task::JoinHandle<Result<(Opened, Disconnect), Status>>;
@@ -388,7 +387,7 @@ where
             return;
         }
         for (t, resp) in responses {
-            let len = put_message(&mut self.out, &resp);
+            let len = self.out.put_delta(&resp);
             session.sending(t, &resp, len);
         }
         session.counters.sent_now();
@@ -544,8 +543,7 @@ where
         let this = self.get_mut();
         loop {
             if !this.out.is_empty() {
-                let data = this.out.split().freeze();
-                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                return Poll::Ready(Some(Ok(http_body::Frame::data(this.out.take()))));
             }
             match std::mem::replace(&mut this.phase, Phase::Done) {
                 Phase::Done => return Poll::Ready(None),
@@ -609,7 +607,7 @@ struct DeltaType {
     /// What the client is believed to hold: name -> version.
     held: foldhash::HashMap<Arc<str>, Arc<str>>,
     /// The latest nonce sent and how to undo it on a NACK.
-    pending: Option<(String, Undo)>,
+    pending: Option<(u64, Undo)>,
     /// The snapshot `held` was last brought up to, unless a request changed
     /// what the client holds or wants since: a later snapshot with the very
     /// same entries of this type needs no diff at all (a mesh-wide listener
@@ -706,10 +704,10 @@ impl DeltaStream {
             return None;
         }
         self.nonce += 1;
-        let nonce = self.nonce.to_string();
-        state.pending = Some((nonce.clone(), undo));
+        let nonce = self.nonce;
+        state.pending = Some((nonce, undo));
         Some(EncodedDelta {
-            type_url: t.type_url().to_string(),
+            type_url: t.type_url(),
             resources,
             removed_resources: removed,
             nonce,
@@ -795,7 +793,8 @@ impl DeltaSession {
         }
         if !req.response_nonce.is_empty() {
             // Only an answer to the latest response counts.
-            if let Some((_, undo)) = state.pending.take_if(|(n, _)| *n == req.response_nonce) {
+            let answers = |n: &u64| Decimal::new(*n).as_bytes() == req.response_nonce.as_bytes();
+            if let Some((_, undo)) = state.pending.take_if(|(n, _)| answers(n)) {
                 match &req.error_detail {
                     Some(err) => {
                         state.synced = None;

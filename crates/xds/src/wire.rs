@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::protobuf::Any;
 use futures::Stream;
-use prost::encoding::{self, DecodeContext, WireType};
-use prost::{DecodeError, Message};
+use prost::Message;
+use prost::encoding::{self, WireType};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -58,57 +58,21 @@ pub fn encode_resource(name: &str, version: &str, any: &Any) -> Bytes {
 }
 
 /// A `DeltaDiscoveryResponse` whose resources are already encoded: the
-/// same bytes as the generated message with those fields, without copying
-/// the resources.
+/// same bytes as the generated message with those fields, written by
+/// [`Outgoing::put_delta`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EncodedDelta {
-    pub type_url: String,
+    pub type_url: &'static str,
     /// Encoded `Resource` messages ([`encode_resource`]).
     pub resources: Vec<Bytes>,
     pub removed_resources: Vec<String>,
-    pub nonce: String,
+    /// Sent as its decimal digits, as Envoy echoes it back.
+    pub nonce: u64,
 }
 
-impl Message for EncodedDelta {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        for r in &self.resources {
-            encoding::encode_key(RESOURCES, WireType::LengthDelimited, buf);
-            encoding::encode_varint(r.len() as u64, buf);
-            buf.put_slice(r);
-        }
-        if !self.type_url.is_empty() {
-            encoding::string::encode(TYPE_URL, &self.type_url, buf);
-        }
-        if !self.nonce.is_empty() {
-            encoding::string::encode(NONCE, &self.nonce, buf);
-        }
-        encoding::string::encode_repeated(REMOVED_RESOURCES, &self.removed_resources, buf);
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        match tag {
-            RESOURCES => {
-                let mut r = Bytes::new();
-                encoding::bytes::merge(wire_type, &mut r, buf, ctx)?;
-                self.resources.push(r);
-                Ok(())
-            }
-            TYPE_URL => encoding::string::merge(wire_type, &mut self.type_url, buf, ctx),
-            NONCE => encoding::string::merge(wire_type, &mut self.nonce, buf, ctx),
-            REMOVED_RESOURCES => {
-                encoding::string::merge_repeated(wire_type, &mut self.removed_resources, buf, ctx)
-            }
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
-        }
-    }
-
-    fn encoded_len(&self) -> usize {
+impl EncodedDelta {
+    /// The length of the encoded message.
+    pub fn encoded_len(&self) -> usize {
         let resources: usize = self
             .resources
             .iter()
@@ -118,36 +82,96 @@ impl Message for EncodedDelta {
                     + r.len()
             })
             .sum();
-        let string = |tag: u32, s: &String| {
-            if s.is_empty() {
+        let string = |tag: u32, len: usize| {
+            if len == 0 {
                 0
             } else {
-                encoding::string::encoded_len(tag, s)
+                encoding::key_len(tag) + encoding::encoded_len_varint(len as u64) + len
             }
         };
         resources
-            + string(TYPE_URL, &self.type_url)
-            + string(NONCE, &self.nonce)
+            + string(TYPE_URL, self.type_url.len())
+            + string(NONCE, Decimal::new(self.nonce).as_bytes().len())
             + encoding::string::encoded_len_repeated(REMOVED_RESOURCES, &self.removed_resources)
-    }
-
-    fn clear(&mut self) {
-        self.type_url.clear();
-        self.resources.clear();
-        self.removed_resources.clear();
-        self.nonce.clear();
     }
 }
 
-/// Appends `msg` to `out` as one gRPC message: an uncompressed flag, the
-/// length (4 bytes, big endian), the encoded message. Returns its length.
-pub(crate) fn put_message(out: &mut BytesMut, msg: &impl Message) -> usize {
-    let len = msg.encoded_len();
-    out.reserve(5 + len);
-    out.put_u8(0);
-    out.put_u32(len as u32);
-    msg.encode_raw(out);
-    len
+/// A nonce's decimal digits, without an allocation.
+pub(crate) struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub(crate) fn new(mut n: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal { digits, start }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+/// gRPC messages written since the last DATA frame.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    buf: BytesMut,
+}
+
+impl Outgoing {
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Everything written so far, as one DATA frame's bytes. The buffer
+    /// goes with them: a stream mostly sits idle, and a buffer split off
+    /// would keep its whole allocation (at first, the proxy's first push of
+    /// everything) for as long as the stream runs.
+    pub(crate) fn take(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf).freeze()
+    }
+
+    /// Appends `msg` as one gRPC message: an uncompressed flag, the length
+    /// (4 bytes, big endian), the message. Returns the message's length.
+    pub(crate) fn put_delta(&mut self, msg: &EncodedDelta) -> usize {
+        let len = msg.encoded_len();
+        let out = &mut self.buf;
+        out.reserve(5 + len);
+        out.put_u8(0);
+        out.put_u32(len as u32);
+        for r in &msg.resources {
+            encoding::encode_key(RESOURCES, WireType::LengthDelimited, out);
+            encoding::encode_varint(r.len() as u64, out);
+            out.put_slice(r);
+        }
+        let mut string = |tag: u32, value: &[u8]| {
+            if !value.is_empty() {
+                encoding::encode_key(tag, WireType::LengthDelimited, out);
+                encoding::encode_varint(value.len() as u64, out);
+                out.put_slice(value);
+            }
+        };
+        string(TYPE_URL, msg.type_url.as_bytes());
+        string(NONCE, Decimal::new(msg.nonce).as_bytes());
+        for name in &msg.removed_resources {
+            encoding::string::encode(REMOVED_RESOURCES, name, out);
+        }
+        len
+    }
 }
 
 /// gRPC messages read from a request body as they complete, without a
@@ -405,32 +429,55 @@ mod tests {
 
     fn encoded() -> EncodedDelta {
         EncodedDelta {
-            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             resources: (0..3)
                 .map(|i| encode_resource(&format!("c-{i}"), &format!("v{i}"), &any(i)))
                 .collect(),
             removed_resources: vec!["gone-1".into(), "gone-2".into()],
-            nonce: "17".into(),
+            nonce: 17,
         }
     }
 
     #[test]
     fn same_bytes_as_the_generated_message() {
-        let ours = encoded().encode_to_vec();
-        assert_eq!(ours.len(), encoded().encoded_len());
-        assert_eq!(ours, generated().encode_to_vec());
-        assert_eq!(DeltaDiscoveryResponse::decode(&*ours).unwrap(), generated());
+        let mut out = Outgoing::default();
+        let len = out.put_delta(&encoded());
+        assert_eq!(out.len(), 5 + len);
+        assert_eq!(len, encoded().encoded_len());
+        let bytes = out.take();
+        assert!(out.is_empty());
+        let expected = generated().encode_to_vec();
+        assert_eq!(bytes[0], 0);
+        assert_eq!(bytes[1..5], (expected.len() as u32).to_be_bytes());
+        assert_eq!(bytes[5..], expected[..]);
+        assert_eq!(
+            DeltaDiscoveryResponse::decode(&bytes[5..]).unwrap(),
+            generated()
+        );
     }
 
     #[test]
-    fn decodes_what_the_generated_message_encodes() {
-        let bytes = generated().encode_to_vec();
-        assert_eq!(EncodedDelta::decode(&*bytes).unwrap(), encoded());
-        let empty = DeltaDiscoveryResponse::default().encode_to_vec();
-        assert_eq!(
-            EncodedDelta::decode(&*empty).unwrap(),
-            EncodedDelta::default()
-        );
-        assert!(EncodedDelta::decode(&[0x12, 0x05, 0x01][..]).is_err());
+    fn messages_follow_each_other() {
+        let mut first = encoded();
+        first.resources = vec![encode_resource("c", "v", &Any::default())];
+        first.nonce = 0;
+        first.removed_resources.clear();
+        let mut out = Outgoing::default();
+        out.put_delta(&first);
+        out.put_delta(&encoded());
+        let bytes = out.take();
+        let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+        let one = DeltaDiscoveryResponse::decode(&bytes[5..5 + len]).unwrap();
+        assert_eq!(one.nonce, "0");
+        assert_eq!(one.resources.len(), 1);
+        let two = DeltaDiscoveryResponse::decode(&bytes[10 + len..]).unwrap();
+        assert_eq!(two, generated());
+    }
+
+    #[test]
+    fn nonces_are_decimal() {
+        for n in [0, 7, 10, 17, 1234567890, u64::MAX] {
+            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+        }
     }
 }

@@ -201,44 +201,74 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         status: None,
     };
     let mt_key = key(ResourceKind::MeshTimeout, "mesh-wide");
-    let mut changes = Vec::new();
-    for (label, write) in [
-        ("cluster + listener", mesh_timeout("20s", "3s")),
-        ("listener only", mesh_timeout("20s", "4s")),
-    ] {
-        let before_cpu = cpu_time();
-        let before_bytes = server.ads_stats.bytes.load(Ordering::Relaxed);
-        let before_resps = server.ads_stats.responses.load(Ordering::Relaxed);
-        let sample = server.cache.get("default.dp-0").expect("snapshot");
-        writeln!(to_child, "MARK")?;
-        to_child.flush()?;
-        let started = Instant::now();
-        if changes.is_empty() {
-            store.create(&mt_key, write).await?;
-        } else {
-            store.update(&mt_key, write, None).await?;
-        }
-        let (line, back) = tokio::task::spawn_blocking(move || {
-            let mut f = read_line;
-            (f(), f)
-        })
-        .await?;
-        read_line = back;
-        let change_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let change_cpu = cpu_time() - before_cpu;
-        assert!(line.starts_with("UPDATED"), "{line}");
-        let bytes = server.ads_stats.bytes.load(Ordering::Relaxed) - before_bytes;
-        let resps = server.ads_stats.responses.load(Ordering::Relaxed) - before_resps;
-        let after = server.cache.get("default.dp-0").expect("snapshot");
-        let mut changed_size = 0usize;
-        for r in after.iter() {
-            let old = sample.get(r.plan.resource_type(), &r.name);
-            if old.is_none_or(|o| o.version != r.version) {
-                changed_size += r.any.encoded_len();
+    // Each change is made `rounds` times (`ADS_BENCH_ROUNDS`, 5 by default):
+    // one change varies by a few percent on this shared machine, so the
+    // figures are the median and the range.
+    let rounds: usize = std::env::var("ADS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(5);
+    let mut changes: [(&str, Vec<Change>); 2] = [
+        ("cluster + listener", Vec::new()),
+        ("listener only", Vec::new()),
+    ];
+    for round in 0..rounds {
+        let writes = [
+            mesh_timeout(&format!("{}s", 20 + round), &format!("{}s", 3 + 2 * round)),
+            mesh_timeout(&format!("{}s", 20 + round), &format!("{}s", 4 + 2 * round)),
+        ];
+        for (i, write) in writes.into_iter().enumerate() {
+            let before_cpu = cpu_time();
+            let before_bytes = server.ads_stats.bytes.load(Ordering::Relaxed);
+            let before_resps = server.ads_stats.responses.load(Ordering::Relaxed);
+            let sample = server.cache.get("default.dp-0").expect("snapshot");
+            writeln!(to_child, "MARK")?;
+            to_child.flush()?;
+            let started = Instant::now();
+            if round == 0 && i == 0 {
+                store.create(&mt_key, write).await?;
+            } else {
+                store.update(&mt_key, write, None).await?;
             }
+            let (line, back) = tokio::task::spawn_blocking(move || {
+                let mut f = read_line;
+                (f(), f)
+            })
+            .await?;
+            read_line = back;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let cpu_ms = (cpu_time() - before_cpu).as_secs_f64() * 1000.0;
+            assert!(line.starts_with("UPDATED"), "{line}");
+            let bytes = server.ads_stats.bytes.load(Ordering::Relaxed) - before_bytes;
+            let responses = server.ads_stats.responses.load(Ordering::Relaxed) - before_resps;
+            let after = server.cache.get("default.dp-0").expect("snapshot");
+            let mut changed_size = 0usize;
+            let mut kinds = std::collections::BTreeSet::new();
+            for r in after.iter() {
+                let old = sample.get(r.plan.resource_type(), &r.name);
+                if old.is_none_or(|o| o.version != r.version) {
+                    changed_size += r.any.encoded_len();
+                    kinds.insert(r.plan.resource_type());
+                }
+            }
+            // Each change is what its label says, every round.
+            let expected: &[ResourceType] = if i == 0 {
+                &[ResourceType::Cluster, ResourceType::Listener]
+            } else {
+                &[ResourceType::Listener]
+            };
+            assert!(kinds.iter().eq(expected.iter()), "{kinds:?}");
+            changes[i].1.push(Change {
+                ms,
+                cpu_ms,
+                responses,
+                bytes,
+                changed_size,
+            });
         }
-        changes.push((label, change_ms, change_cpu, resps, bytes, changed_size));
     }
+    let rss_changed = rss_kb();
     // The counts both changes added to every proxy's DataplaneInsight,
     // written the way the periodic flush does it (kuma-cp: every
     // KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL, 10 s by default,
@@ -278,24 +308,50 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         per_dp(rss_store, rss_empty),
         per_dp(rss_connected, rss_store)
     );
-    for (label, change_ms, change_cpu, resps, bytes, changed_size) in changes {
+    println!(
+        "memory per dataplane after the changes: {:.1} KB",
+        per_dp(rss_changed, rss_empty)
+    );
+    for (label, runs) in &changes {
+        let spread = |f: fn(&Change) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            format!(
+                "{:.0} ms median ({:.0}–{:.0} over {})",
+                v[v.len() / 2],
+                v[0],
+                v[v.len() - 1],
+                v.len()
+            )
+        };
         println!(
-            "mesh-wide MeshTimeout change ({label}): every proxy updated after {change_ms:.0} ms"
+            "mesh-wide MeshTimeout change ({label}): every proxy updated after {}",
+            spread(|c| c.ms)
         );
+        println!("  control plane CPU: {}", spread(|c| c.cpu_ms));
+        let first = &runs[0];
         println!(
-            "  control plane CPU: {:.0} ms",
-            change_cpu.as_secs_f64() * 1000.0
-        );
-        println!(
-            "  sent: {resps} responses, {bytes} bytes; changed resources per proxy: {changed_size} bytes; ratio {:.2}",
-            bytes as f64 / (n as f64 * changed_size as f64)
+            "  sent: {} responses, {} bytes; changed resources per proxy: {} bytes; ratio {:.2}",
+            first.responses,
+            first.bytes,
+            first.changed_size,
+            first.bytes as f64 / (n as f64 * first.changed_size as f64)
         );
     }
     println!(
-        "insight flush after both changes ({n} DataplaneInsights): {flush_ms:.0} ms, control plane CPU {:.0} ms",
+        "insight flush after the changes ({n} DataplaneInsights): {flush_ms:.0} ms, control plane CPU {:.0} ms",
         flush_cpu.as_secs_f64() * 1000.0
     );
     Ok(())
+}
+
+/// One measured change.
+struct Change {
+    ms: f64,
+    cpu_ms: f64,
+    responses: u64,
+    bytes: u64,
+    changed_size: usize,
 }
 
 struct Shared {
