@@ -473,15 +473,24 @@ where
                 // Every request that is in, then the latest snapshot: what
                 // they call for goes out in one DATA frame.
                 while self.out.len() < FRAME_BYTES {
-                    match self.requests.poll_message::<DeltaDiscoveryRequest>(cx) {
+                    match self.requests.poll_raw(cx) {
                         Poll::Pending => break,
-                        Poll::Ready(Some(Ok(req))) => match run.session.request(req) {
-                            Ok(responses) => self.push(&run.session, responses),
-                            Err(status) => {
-                                self.phase = Phase::Ending(status);
-                                return Poll::Ready(());
+                        Poll::Ready(Some(Ok(raw))) => {
+                            // Most requests are ACKs: taken as they are,
+                            // without decoding a whole request.
+                            if run.session.try_ack(&raw) {
+                                continue;
                             }
-                        },
+                            let handled =
+                                decode_request(&raw).and_then(|req| run.session.request(req));
+                            match handled {
+                                Ok(responses) => self.push(&run.session, responses),
+                                Err(status) => {
+                                    self.phase = Phase::Ending(status);
+                                    return Poll::Ready(());
+                                }
+                            }
+                        }
                         Poll::Ready(Some(Err(status))) => {
                             debug!(node_id = %run.session.node_id, %status, "stream error");
                             self.phase = Phase::Ending(status);
@@ -715,6 +724,36 @@ impl DeltaStream {
     }
 }
 
+/// A request's type URL and response nonce, if it has those two fields
+/// (once each, the nonce not empty) and no other: an ACK.
+fn parse_ack(mut raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    // DeltaDiscoveryRequest fields 2 (type_url) and 6 (response_nonce),
+    // both length-delimited (wire type 2).
+    const TYPE_URL_KEY: u64 = (2 << 3) | 2;
+    const NONCE_KEY: u64 = (6 << 3) | 2;
+    let (mut type_url, mut nonce) = (None, None);
+    while !raw.is_empty() {
+        let key = prost::encoding::decode_varint(&mut raw).ok()?;
+        let len = usize::try_from(prost::encoding::decode_varint(&mut raw).ok()?).ok()?;
+        let value = raw.get(..len)?;
+        raw = &raw[len..];
+        let field = match key {
+            TYPE_URL_KEY => &mut type_url,
+            NONCE_KEY => &mut nonce,
+            _ => return None,
+        };
+        if field.replace(value).is_some() {
+            return None;
+        }
+    }
+    Some((type_url?, nonce.filter(|n| !n.is_empty())?))
+}
+
+fn decode_request(raw: &[u8]) -> Result<DeltaDiscoveryRequest, Status> {
+    prost::Message::decode(raw)
+        .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))
+}
+
 /// One delta stream after its opening: what the client holds and wants.
 struct DeltaSession {
     ctx: Ctx,
@@ -753,6 +792,33 @@ impl DeltaSession {
             }
         }
         out
+    }
+
+    /// Takes `raw` if it is an ACK of a type the stream already has, and
+    /// nothing else (Envoy's ACK: a type URL and the nonce it answers):
+    /// what [`DeltaSession::request`] does with it, without decoding it
+    /// into a request. Anything else is left to `request`.
+    fn try_ack(&mut self, raw: &[u8]) -> bool {
+        let Some((type_url, nonce)) = parse_ack(raw) else {
+            return false;
+        };
+        let Some(t) = std::str::from_utf8(type_url)
+            .ok()
+            .and_then(ResourceType::from_type_url)
+        else {
+            return false;
+        };
+        let Some(state) = self.st.types.get_mut(&t) else {
+            return false;
+        };
+        if state
+            .pending
+            .take_if(|(n, _)| Decimal::new(*n).as_bytes() == nonce)
+            .is_some()
+        {
+            self.counters.acked(t);
+        }
+        true
     }
 
     /// A subscription change, ACK or NACK: the response it calls for, if any.
@@ -1011,4 +1077,89 @@ async fn send_sotw(
     counters.sent(t);
     counters.sent_now();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ack;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+    use prost::Message;
+
+    const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+    fn ack() -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: CDS.into(),
+            response_nonce: "12".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_ack_is_a_type_url_and_a_nonce() {
+        let raw = ack().encode_to_vec();
+        assert_eq!(parse_ack(&raw), Some((CDS.as_bytes(), b"12".as_slice())));
+        // Field order does not matter.
+        let mut swapped = DeltaDiscoveryRequest {
+            response_nonce: "12".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        swapped.extend(
+            DeltaDiscoveryRequest {
+                type_url: CDS.into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert_eq!(
+            parse_ack(&swapped),
+            Some((CDS.as_bytes(), b"12".as_slice()))
+        );
+    }
+
+    #[test]
+    fn anything_more_or_less_is_not_taken_as_an_ack() {
+        let with = |f: fn(&mut DeltaDiscoveryRequest)| {
+            let mut r = ack();
+            f(&mut r);
+            r.encode_to_vec()
+        };
+        let not_acks = [
+            with(|r| r.response_nonce.clear()),
+            with(|r| r.type_url.clear()),
+            with(|r| {
+                r.node = Some(Node {
+                    id: "default.web-1".into(),
+                    ..Default::default()
+                })
+            }),
+            with(|r| r.resource_names_subscribe = vec!["a".into()]),
+            with(|r| r.resource_names_unsubscribe = vec!["a".into()]),
+            with(|r| {
+                r.error_detail = Some(RpcStatus {
+                    code: 3,
+                    message: "rejected".into(),
+                    ..Default::default()
+                })
+            }),
+            with(|r| {
+                r.initial_resource_versions = [("a".to_string(), "v".to_string())].into();
+            }),
+        ];
+        for raw in not_acks {
+            assert_eq!(parse_ack(&raw), None, "{raw:?}");
+        }
+        // A field twice (the last would count): left to the full decoder.
+        let mut twice = ack().encode_to_vec();
+        twice.extend(ack().encode_to_vec());
+        assert_eq!(parse_ack(&twice), None);
+        // Cut short, or a length past the end.
+        let raw = ack().encode_to_vec();
+        assert_eq!(parse_ack(&raw[..raw.len() - 1]), None);
+        assert_eq!(parse_ack(&[0x12, 0xff, 0x01]), None);
+        assert_eq!(parse_ack(&[]), None);
+    }
 }

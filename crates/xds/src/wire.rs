@@ -120,6 +120,11 @@ impl Decimal {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.digits[self.start..]
     }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // ASCII digits: always UTF-8.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("0")
+    }
 }
 
 /// gRPC messages written since the last DATA frame.
@@ -202,6 +207,20 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<M, Status>>> {
+        self.poll_raw(cx).map(|next| {
+            next.map(|raw| {
+                M::decode(&raw?[..]).map_err(|e| {
+                    Status::invalid_argument(format!("the request does not decode: {e}"))
+                })
+            })
+        })
+    }
+
+    /// The next message's bytes, as [`MessageReader::poll_message`] reads it.
+    pub(crate) fn poll_raw(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BytesMut, Status>>> {
         loop {
             if let Some(message) = self.take()? {
                 return Poll::Ready(Some(Ok(message)));
@@ -234,7 +253,7 @@ where
     }
 
     /// A whole message at the front of the buffer, if one is there.
-    fn take<M: Message + Default>(&mut self) -> Result<Option<M>, Status> {
+    fn take(&mut self) -> Result<Option<BytesMut>, Status> {
         let Some(header) = self.partial.get(..5) else {
             return Ok(None);
         };
@@ -260,14 +279,12 @@ where
         }
         self.partial.advance(5);
         let message = self.partial.split_to(len);
-        let decoded = M::decode(&message[..])
-            .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))?;
         if self.partial.is_empty() && self.partial.capacity() > 1024 {
             // A connected proxy mostly sits idle: keep no large buffer
             // after a large message (a NACK with Envoy's error text).
             self.partial = BytesMut::new();
         }
-        Ok(Some(decoded))
+        Ok(Some(message))
     }
 }
 
@@ -478,6 +495,7 @@ mod tests {
     fn nonces_are_decimal() {
         for n in [0, 7, 10, 17, 1234567890, u64::MAX] {
             assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+            assert_eq!(Decimal::new(n).as_str(), n.to_string());
         }
     }
 }

@@ -283,6 +283,7 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
     {
         // Idle again, so a profile of the change does not include teardown.
+        eprintln!("pausing {secs} s after the changes");
         tokio::time::sleep(Duration::from_secs(secs)).await;
     }
     let _ = child.kill();
