@@ -199,16 +199,12 @@ struct Interned {
     sweep_at: usize,
 }
 
-impl SnapshotCache {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn intern(&self, plan: &ResourcePlan) -> Arc<VersionedResource> {
+impl Interned {
+    /// The resource `plan` describes: the one alive already, or encoded now.
+    fn intern(&mut self, plan: &ResourcePlan) -> Arc<VersionedResource> {
         let digest = plan.digest();
         let key = (plan.resource_type(), digest);
-        let mut interned = self.interned.lock().expect("intern lock");
-        if let Some(r) = interned.map.get(&key).and_then(Weak::upgrade)
+        if let Some(r) = self.map.get(&key).and_then(Weak::upgrade)
             && *r.name == *plan.name()
         {
             return r;
@@ -222,17 +218,32 @@ impl SnapshotCache {
             any,
             plan: plan.clone(),
         });
-        interned.map.insert(key, Arc::downgrade(&r));
-        if interned.map.len() > interned.sweep_at {
-            interned.map.retain(|_, w| w.strong_count() > 0);
-            interned.sweep_at = (interned.map.len() * 2).max(1024);
+        self.map.insert(key, Arc::downgrade(&r));
+        if self.map.len() > self.sweep_at {
+            self.map.retain(|_, w| w.strong_count() > 0);
+            self.sweep_at = (self.map.len() * 2).max(1024);
         }
         r
     }
+}
 
-    /// Builds a snapshot from plans (without storing it).
+impl SnapshotCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock_interned(&self) -> std::sync::MutexGuard<'_, Interned> {
+        self.interned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Builds a snapshot from plans (without storing it), under one lock
+    /// of the encoded resources for all of them.
     pub fn build(&self, plans: &[ResourcePlan]) -> Snapshot {
-        Snapshot::new(plans.iter().map(|p| self.intern(p)).collect())
+        let entries = {
+            let mut interned = self.lock_interned();
+            plans.iter().map(|p| interned.intern(p)).collect()
+        };
+        Snapshot::new(entries)
     }
 
     /// Sets a proxy's snapshot. Returns whether anything changed for it.
@@ -314,9 +325,7 @@ impl SnapshotCache {
 
     /// Number of distinct encoded resources alive (for metrics and the benchmark).
     pub fn interned_len(&self) -> usize {
-        self.interned
-            .lock()
-            .expect("intern lock")
+        self.lock_interned()
             .map
             .values()
             .filter(|w| w.strong_count() > 0)
