@@ -155,13 +155,18 @@ pub struct AdsStats {
     /// Encoded size of the responses sent.
     pub bytes: std::sync::atomic::AtomicU64,
     pub streams: std::sync::atomic::AtomicU64,
+    /// Responses the proxies ACKed (taken in by the server).
+    pub acks: std::sync::atomic::AtomicU64,
 }
 
 impl AdsStats {
     fn sent(&self, bytes: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
         self.responses.fetch_add(1, Relaxed);
         self.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    fn acked(&self) {
+        self.acks.fetch_add(1, Relaxed);
     }
 }
 
@@ -746,7 +751,9 @@ fn parse_ack(mut raw: &[u8]) -> Option<(&[u8], &[u8])> {
             return None;
         }
     }
-    Some((type_url?, nonce.filter(|n| !n.is_empty())?))
+    // A nonce that is no UTF-8 is left to the decoder, which refuses it.
+    let nonce = nonce.filter(|n| !n.is_empty() && std::str::from_utf8(n).is_ok())?;
+    Some((type_url?, nonce))
 }
 
 fn decode_request(raw: &[u8]) -> Result<DeltaDiscoveryRequest, Status> {
@@ -817,6 +824,7 @@ impl DeltaSession {
             .is_some()
         {
             self.counters.acked(t);
+            self.ctx.stats.acked();
         }
         true
     }
@@ -873,7 +881,10 @@ impl DeltaSession {
                         warn!(%node_id, type_url = %req.type_url, error = %err.message, "proxy rejected an update");
                         counters.rejected(t, &err.message);
                     }
-                    None => counters.acked(t),
+                    None => {
+                        counters.acked(t);
+                        self.ctx.stats.acked();
+                    }
                 }
             }
         }
@@ -1002,7 +1013,10 @@ async fn sotw_loop(
                                     st.sent_clusters.clear();
                                 }
                             }
-                            None => opened.counters.acked(t),
+                            None => {
+                                opened.counters.acked(t);
+                                ctx.stats.acked();
+                            }
                         }
                     }
                     state.names = req
@@ -1160,6 +1174,15 @@ mod tests {
         let raw = ack().encode_to_vec();
         assert_eq!(parse_ack(&raw[..raw.len() - 1]), None);
         assert_eq!(parse_ack(&[0x12, 0xff, 0x01]), None);
+        // A nonce that is no UTF-8: the decoder's error, as before.
+        let mut bad = DeltaDiscoveryRequest {
+            type_url: CDS.into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        bad.extend([0x32, 0x01, 0xff]);
+        assert_eq!(parse_ack(&bad), None);
+        assert!(DeltaDiscoveryRequest::decode(&bad[..]).is_err());
         assert_eq!(parse_ack(&[]), None);
     }
 }

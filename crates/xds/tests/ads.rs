@@ -286,6 +286,46 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
 }
 
 #[tokio::test]
+async fn delta_counts_only_the_ack_of_the_latest_nonce() {
+    let (cache, events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let mut s = Delta::open_cds(&mut client).await;
+    let cds = s.recv().await;
+    let ack = |nonce: &str, type_url: &str| DeltaDiscoveryRequest {
+        type_url: type_url.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    };
+    let cds_url = ResourceType::Cluster.type_url();
+    // A stale nonce, a nonce with a leading zero, an unknown type: none
+    // counts, none ends the stream.
+    s.send(ack("999", cds_url)).await;
+    s.send(ack(&format!("0{}", cds.nonce), cds_url)).await;
+    s.send(ack(&cds.nonce, "type.googleapis.com/example.Unknown"))
+        .await;
+    // The ACK, then the same again: counted once.
+    s.send(ack(&cds.nonce, cds_url)).await;
+    s.send(ack(&cds.nonce, cds_url)).await;
+    let counters = events.counters.lock().unwrap()[0].clone();
+    // Requests are taken in order: once the ACK counts, the three before
+    // it were taken in (and did not count).
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while counters.get(ResourceType::Cluster).acked == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the ACK is counted");
+    // The stream still serves: a change arrives after all of the above.
+    cache.set(NODE, &plans_with_connect_timeout(7000));
+    let next = s.recv().await;
+    assert_eq!(next.type_url, cds_url);
+    let cds_counts = counters.get(ResourceType::Cluster);
+    assert_eq!(cds_counts.acked, 1, "{cds_counts:?}");
+    assert_eq!(cds_counts.rejected, 0);
+}
+
+#[tokio::test]
 async fn delta_resends_the_endpoints_of_a_changed_cluster() {
     let (cache, _events, mut client) = start().await;
     cache.set(NODE, &plans(&[8080], 10001));
