@@ -245,7 +245,14 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
             // listeners a little before): its CPU time counts them all,
             // and none of them spills into the next change's.
             let responses = server.ads_stats.responses.load(Ordering::Relaxed) - before_resps;
-            while server.ads_stats.acks.load(Ordering::Relaxed) - before_acks < responses {
+            let acked = || server.ads_stats.acks.load(Ordering::Relaxed) - before_acks;
+            let waited = Instant::now();
+            while acked() < responses {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(30),
+                    "only {} of {responses} responses ACKed after 30 s",
+                    acked()
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             let cpu_ms = (cpu_time() - before_cpu).as_secs_f64() * 1000.0;
