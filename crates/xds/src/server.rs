@@ -8,7 +8,8 @@
 use crate::cache::{Snapshot, SnapshotCache, SnapshotWatch, find, set_version};
 use crate::plan::{ClusterSource, ResourcePlan, ResourceType};
 use crate::wire::{
-    AdsService, BoxStream, Decimal, EncodedDelta, MessageReader, Outgoing, unsupported_encoding,
+    AdsService, BoxStream, Decimal, EncodedDelta, MessageReader, Outgoing, decode_message,
+    unsupported_encoding,
 };
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -487,7 +488,7 @@ where
                                 continue;
                             }
                             let handled =
-                                decode_request(&raw).and_then(|req| run.session.request(req));
+                                decode_message(&raw).and_then(|req| run.session.request(req));
                             match handled {
                                 Ok(responses) => self.push(&run.session, responses),
                                 Err(status) => {
@@ -756,9 +757,10 @@ fn parse_ack(mut raw: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((type_url?, nonce))
 }
 
-fn decode_request(raw: &[u8]) -> Result<DeltaDiscoveryRequest, Status> {
-    prost::Message::decode(raw)
-        .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))
+/// Whether `nonce`, as a client echoes it, answers the response sent with
+/// `pending` (its decimal digits, exactly).
+fn answers(pending: u64, nonce: &[u8]) -> bool {
+    Decimal::new(pending).as_bytes() == nonce
 }
 
 /// One delta stream after its opening: what the client holds and wants.
@@ -818,11 +820,7 @@ impl DeltaSession {
         let Some(state) = self.st.types.get_mut(&t) else {
             return false;
         };
-        if state
-            .pending
-            .take_if(|(n, _)| Decimal::new(*n).as_bytes() == nonce)
-            .is_some()
-        {
+        if state.pending.take_if(|(n, _)| answers(*n, nonce)).is_some() {
             self.counters.acked(t);
             self.ctx.stats.acked();
         }
@@ -867,8 +865,8 @@ impl DeltaSession {
         }
         if !req.response_nonce.is_empty() {
             // Only an answer to the latest response counts.
-            let answers = |n: &u64| Decimal::new(*n).as_bytes() == req.response_nonce.as_bytes();
-            if let Some((_, undo)) = state.pending.take_if(|(n, _)| answers(n)) {
+            let nonce = req.response_nonce.as_bytes();
+            if let Some((_, undo)) = state.pending.take_if(|(n, _)| answers(*n, nonce)) {
                 match &req.error_detail {
                     Some(err) => {
                         state.synced = None;

@@ -179,6 +179,13 @@ impl Outgoing {
     }
 }
 
+/// A request message from its bytes; bytes that do not decode are
+/// INVALID_ARGUMENT, saying why.
+pub(crate) fn decode_message<M: Message + Default>(raw: &[u8]) -> Result<M, Status> {
+    M::decode(raw)
+        .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))
+}
+
 /// gRPC messages read from a request body as they complete, without a
 /// task or buffer of their own beyond the bytes of a message not yet
 /// whole.
@@ -207,13 +214,8 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<M, Status>>> {
-        self.poll_raw(cx).map(|next| {
-            next.map(|raw| {
-                M::decode(&raw?[..]).map_err(|e| {
-                    Status::invalid_argument(format!("the request does not decode: {e}"))
-                })
-            })
-        })
+        self.poll_raw(cx)
+            .map(|next| next.map(|raw| decode_message(&raw?)))
     }
 
     /// The next message's bytes, as [`MessageReader::poll_message`] reads it.

@@ -206,6 +206,21 @@ impl Delta {
     }
 }
 
+/// A server with NODE's usual snapshot, and a delta stream of NODE that
+/// got its first CDS response (not ACKed yet).
+async fn started_with_cds() -> (
+    Arc<SnapshotCache>,
+    Arc<Recorder>,
+    Delta,
+    DeltaDiscoveryResponse,
+) {
+    let (cache, events, mut client) = start().await;
+    cache.set(NODE, &plans(&[8080], 10001));
+    let mut s = Delta::open_cds(&mut client).await;
+    let cds = s.recv().await;
+    (cache, events, s, cds)
+}
+
 fn sub(t: ResourceType, names: &[&str]) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: t.type_url().into(),
@@ -216,11 +231,7 @@ fn sub(t: ResourceType, names: &[&str]) -> DeltaDiscoveryRequest {
 
 #[tokio::test]
 async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
-    let (cache, events, mut client) = start().await;
-    cache.set(NODE, &plans(&[8080], 10001));
-
-    let mut s = Delta::open_cds(&mut client).await;
-    let cds = s.recv().await;
+    let (cache, events, mut s, cds) = started_with_cds().await;
     assert_eq!(cds.type_url, ResourceType::Cluster.type_url());
     assert_eq!(cds.resources.len(), 1);
     s.ack(&cds).await;
@@ -287,10 +298,7 @@ async fn delta_sends_only_what_changed_and_backs_off_on_nack() {
 
 #[tokio::test]
 async fn delta_counts_only_the_ack_of_the_latest_nonce() {
-    let (cache, events, mut client) = start().await;
-    cache.set(NODE, &plans(&[8080], 10001));
-    let mut s = Delta::open_cds(&mut client).await;
-    let cds = s.recv().await;
+    let (cache, events, mut s, cds) = started_with_cds().await;
     let ack = |nonce: &str, type_url: &str| DeltaDiscoveryRequest {
         type_url: type_url.into(),
         response_nonce: nonce.into(),
@@ -722,10 +730,7 @@ async fn delta_and_sotw_streams_of_a_removed_proxy_end_unavailable() {
 
 #[tokio::test]
 async fn delta_keeps_watching_after_a_change_that_calls_for_nothing() {
-    let (cache, _events, mut client) = start().await;
-    cache.set(NODE, &plans(&[8080], 10001));
-    let mut s = Delta::open_cds(&mut client).await;
-    let cds = s.recv().await;
+    let (cache, _events, mut s, cds) = started_with_cds().await;
     s.ack(&cds).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
