@@ -174,35 +174,18 @@ pub fn router(bootstrap_state: Arc<BootstrapState>, ads: kuma_xds::AdsServer) ->
     }
 }
 
-type H2Body = http_body_util::Either<kuma_xds::DeltaBody<hyper::body::Incoming>, axum::body::Body>;
-
-impl Routes {
-    /// One request of an HTTP/2 connection. A delta ADS stream, held by
-    /// every connected Envoy for as long as it runs, is served right here,
-    /// with hyper's request body as is: no router, boxing or tonic codec
-    /// between the HTTP/2 stream and the stream's state. Anything else
-    /// (bootstrap, state-of-the-world ADS) runs on the `main` runtime.
-    async fn h2(
-        self,
-        main: tokio::runtime::Handle,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> Result<http::Response<H2Body>, std::convert::Infallible> {
-        if req.uri().path() == kuma_xds::DELTA_PATH {
-            return Ok(self.ads.delta(req).map(http_body_util::Either::Left));
-        }
-        let response = on_main(&main, self.router, req).await;
-        Ok(response.map(http_body_util::Either::Right))
-    }
-}
-
 /// Serves `req` with `router` in a task of the `main` runtime: handlers
 /// that reach the store (bootstrap, tokens, the state-of-the-world stream)
 /// run where the store's connections live, never on a connection thread.
-async fn on_main(
+async fn on_main<B>(
     main: &tokio::runtime::Handle,
     router: Router,
-    req: http::Request<hyper::body::Incoming>,
-) -> http::Response<axum::body::Body> {
+    req: http::Request<B>,
+) -> http::Response<axum::body::Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     // Aborted if the client goes away first: no handler keeps working
     // (reading the store) for nobody.
     struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -364,12 +347,14 @@ impl Connection {
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let served = if h2 {
-            let svc = hyper::service::service_fn(move |req| routes.clone().h2(main.clone(), req));
-            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .max_concurrent_streams(None::<u32>)
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-                .map_err(|e| e.to_string())
+            // Delta ADS streams inline, everything else on the router.
+            let Routes { router, ads } = routes;
+            kuma_xds::conn::serve(&ads, tls, move |req| {
+                let (main, router) = (main.clone(), router.clone());
+                async move { on_main(&main, router, req).await }
+            })
+            .await
+            .map_err(|e| e.to_string())
         } else {
             let router = routes.router;
             let svc = hyper::service::service_fn(move |req| {

@@ -15,8 +15,10 @@
 //! ```
 
 pub mod cache;
+pub mod conn;
 pub mod envoy;
 pub mod generate;
+mod hpack;
 pub mod input;
 pub mod plan;
 pub mod server;

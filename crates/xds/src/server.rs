@@ -388,6 +388,11 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    /// The request body, for a connection that hands it frames itself.
+    pub(crate) fn request_body_mut(&mut self) -> &mut B {
+        self.requests.body_mut()
+    }
+
     fn push(&mut self, session: &DeltaSession, responses: Responses) {
         if responses.is_empty() {
             return;

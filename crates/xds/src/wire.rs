@@ -208,6 +208,11 @@ where
         }
     }
 
+    /// The request body, to hand it frames directly ([`crate::conn`]).
+    pub(crate) fn body_mut(&mut self) -> &mut B {
+        &mut self.body
+    }
+
     /// The next message; `None` once the client ended its side cleanly.
     /// A malformed or oversized message is an error naming what is wrong.
     pub(crate) fn poll_message<M: Message + Default>(

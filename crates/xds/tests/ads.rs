@@ -7,6 +7,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
+use kuma_xds::conn;
 use kuma_xds::plan::{
     ClusterPlan, ClusterSource, EndpointsPlan, FilterPlan, ListenerPlan, Protocol, SocketAddr,
 };
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -111,25 +112,47 @@ fn plans(backend_ports: &[u32], listener_port: u32) -> Vec<ResourcePlan> {
     ]
 }
 
+/// An ADS server as the dp-server runs it ([`kuma_xds::conn`]: delta
+/// streams inline, state of the world through the gRPC service), and a
+/// client connected to it.
 async fn start() -> (
     Arc<SnapshotCache>,
     Arc<Recorder>,
     AggregatedDiscoveryServiceClient<Channel>,
 ) {
-    let cache = Arc::new(SnapshotCache::new());
-    let events = Arc::new(Recorder::default());
-    let server = AdsServer::new(cache.clone(), Arc::new(TokenAuth), events.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(server.into_service())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (cache, events, addr) = serve().await;
     let client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
     (cache, events, client)
+}
+
+async fn serve() -> (Arc<SnapshotCache>, Arc<Recorder>, std::net::SocketAddr) {
+    let cache = Arc::new(SnapshotCache::new());
+    let events = Arc::new(Recorder::default());
+    let ads = AdsServer::new(cache.clone(), Arc::new(TokenAuth), events.clone()).into_service();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let ads = ads.clone();
+            tokio::spawn(async move {
+                let grpc = ads.clone();
+                let _ = conn::serve(&ads, tcp, move |req| {
+                    let call =
+                        tower::ServiceExt::oneshot(grpc.clone(), req.map(tonic::body::Body::new));
+                    async move {
+                        match call.await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+    });
+    (cache, events, addr)
 }
 
 fn node(id: &str) -> Option<Node> {
@@ -749,4 +772,212 @@ async fn delta_keeps_watching_after_a_change_that_calls_for_nothing() {
         .expect("the cluster change arrives");
     assert_eq!(cds.type_url, ResourceType::Cluster.type_url());
     assert_eq!(cds.resources.len(), 1);
+}
+
+/// A client that speaks HTTP/2 frame by frame, for what a gRPC client
+/// never sends.
+struct RawH2 {
+    tcp: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawH2 {
+    async fn open(addr: std::net::SocketAddr) -> RawH2 {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut c = RawH2 {
+            tcp,
+            buf: Vec::new(),
+        };
+        c.send(4, 0, 0, &[]).await;
+        c
+    }
+
+    async fn send(&mut self, ty: u8, flags: u8, stream: u32, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let len = payload.len() as u32;
+        let mut f = len.to_be_bytes()[1..].to_vec();
+        f.extend([ty, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        self.tcp.write_all(&f).await.unwrap();
+    }
+
+    /// The next frame (type, flags, stream, payload); `None` once the
+    /// server closed the connection.
+    async fn frame(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 9 {
+                let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
+                if self.buf.len() >= 9 + len {
+                    let f: Vec<u8> = self.buf.drain(..9 + len).collect();
+                    let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]);
+                    return Some((f[3], f[4], stream, f[9..].to_vec()));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(5), self.tcp.read(&mut chunk))
+                    .await
+                    .expect("the server answers within 5 s")
+                    .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn http2_settings_and_pings_are_acknowledged() {
+    let (_cache, _events, addr) = serve().await;
+    let mut c = RawH2::open(addr).await;
+    c.send(6, 0, 0, b"12345678").await;
+    let mut settings = None;
+    let mut settings_acked = false;
+    loop {
+        let (ty, flags, stream, payload) = c.frame().await.expect("connection open");
+        assert_eq!(stream, 0);
+        match (ty, flags) {
+            (4, 0) => settings = Some(payload),
+            (4, 1) => settings_acked = true,
+            (6, 1) => {
+                assert_eq!(payload, b"12345678");
+                break;
+            }
+            _ => {}
+        }
+    }
+    // MAX_CONCURRENT_STREAMS 1024, INITIAL_WINDOW_SIZE 1 MiB.
+    assert_eq!(
+        settings.expect("server SETTINGS"),
+        [0, 3, 0, 0, 4, 0, 0, 4, 0, 0x10, 0, 0]
+    );
+    assert!(settings_acked, "our SETTINGS acknowledged before the PING");
+}
+
+#[tokio::test]
+async fn http2_frames_out_of_bounds_end_the_connection_with_a_goaway() {
+    let (_cache, _events, addr) = serve().await;
+    // A frame over the 16 KB we take, a PING of the wrong size, DATA on
+    // stream 0: each a connection error with its code.
+    for (head, code) in [
+        (vec![0x01, 0x00, 0x00, 0, 0, 0, 0, 0, 1], 0x6),
+        (vec![0, 0, 4, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4], 0x6),
+        (vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 9], 0x1),
+    ] {
+        let mut c = RawH2::open(addr).await;
+        {
+            use tokio::io::AsyncWriteExt;
+            c.tcp.write_all(&head).await.unwrap();
+        }
+        let mut goaway = None;
+        while let Some((ty, _, _, payload)) = c.frame().await {
+            if ty == 7 {
+                goaway = Some(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
+            }
+        }
+        assert_eq!(goaway, Some(code), "GOAWAY for {head:?}");
+    }
+}
+
+#[tokio::test]
+async fn http2_header_blocks_are_read_through_padding_priority_and_continuation() {
+    let (_cache, _events, addr) = serve().await;
+    let mut c = RawH2::open(addr).await;
+    let block = loona_hpack::Encoder::new().encode([
+        (&b":method"[..], &b"POST"[..]),
+        (b":scheme", b"http"),
+        (
+            b":path",
+            b"/envoy.service.discovery.v3.AggregatedDiscoveryService/NoSuchMethod",
+        ),
+        (b":authority", b"localhost"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+    ]);
+    let (first, rest) = block.split_at(block.len() / 2);
+    // PADDED (3 bytes) and PRIORITY, no END_HEADERS.
+    let mut headers = vec![3, 0, 0, 0, 0, 16];
+    headers.extend_from_slice(first);
+    headers.extend([0, 0, 0]);
+    c.send(1, 0x8 | 0x20, 1, &headers).await;
+    c.send(9, 0x4, 1, rest).await;
+    c.send(0, 0x1, 1, &[]).await;
+    // The handler's answer, decoded: UNIMPLEMENTED.
+    let mut decoder = loona_hpack::Decoder::new();
+    let mut fields = Vec::new();
+    let mut ended = false;
+    while !ended {
+        let (ty, flags, stream, payload) = c.frame().await.expect("connection open");
+        if stream != 1 {
+            continue;
+        }
+        if ty == 1 {
+            fields.extend(decoder.decode(&payload).unwrap());
+        }
+        ended = flags & 0x1 != 0 && (ty == 0 || ty == 1);
+    }
+    let field = |name: &[u8]| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+    };
+    assert_eq!(field(b":status").as_deref(), Some("200"));
+    assert_eq!(field(b"grpc-status").as_deref(), Some("12"));
+}
+
+#[tokio::test]
+async fn a_response_larger_than_the_clients_window_arrives_whole() {
+    let (cache, _events, addr) = serve().await;
+    // 2 000 listeners: an LDS response of some 200 KB, through a stream
+    // window of 16 KB and a connection window of 64 KB.
+    let plans: Vec<ResourcePlan> = (0..2000u32)
+        .map(|i| {
+            ResourcePlan::Listener(ListenerPlan {
+                name: format!("outbound:127.0.0.1:{}", 20000 + i),
+                address: SocketAddr {
+                    address: "127.0.0.1".into(),
+                    port: 20000 + i,
+                },
+                inbound: false,
+                bind_to_port: true,
+                use_original_dst: false,
+                stat_prefix: format!("outbound_127_0_0_1_{}", 20000 + i),
+                filter: FilterPlan::Http {
+                    cluster: "default_backend___msvc_80".into(),
+                    protocol: Protocol::Http,
+                    timeouts: Timeouts::default(),
+                },
+            })
+        })
+        .collect();
+    cache.set(NODE, &plans);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let mut first = sub(ResourceType::Listener, &[]);
+    first.node = node(NODE);
+    let mut s = Delta::open(&mut client, first).await.unwrap();
+    let lds = s.recv().await;
+    assert_eq!(lds.resources.len(), 2000);
+    assert!(
+        prost::Message::encoded_len(&lds) > 100_000,
+        "{} bytes",
+        prost::Message::encoded_len(&lds)
+    );
+    s.ack(&lds).await;
 }
