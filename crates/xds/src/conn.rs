@@ -63,11 +63,13 @@ mod flag {
 mod code {
     pub const NO_ERROR: u32 = 0x0;
     pub const PROTOCOL_ERROR: u32 = 0x1;
+    pub const INTERNAL_ERROR: u32 = 0x2;
     pub const FLOW_CONTROL_ERROR: u32 = 0x3;
     pub const STREAM_CLOSED: u32 = 0x5;
     pub const FRAME_SIZE_ERROR: u32 = 0x6;
     pub const REFUSED_STREAM: u32 = 0x7;
     pub const COMPRESSION_ERROR: u32 = 0x9;
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 }
 
 /// The largest frame we take: the protocol's default, which we do not raise.
@@ -80,6 +82,13 @@ const DEFAULT_WINDOW: i64 = 65_535;
 const MAX_STREAMS: u32 = 1024;
 /// A request's header block, CONTINUATIONs included.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// A request's headers decoded (RFC 9113's size: name, value and 32 per
+/// field), as announced; a larger request is answered 431.
+const MAX_HEADER_LIST: usize = 64 * 1024;
+/// Streams the client may reset, or we refuse, per 10 s before the
+/// connection is closed with ENHANCE_YOUR_CALM (each costs us work: the
+/// "rapid reset" attack).
+const MAX_RESETS: u32 = 200;
 /// Frames buffered for writing before no more responses are taken.
 const WRITE_HIGH: usize = 256 * 1024;
 
@@ -98,8 +107,8 @@ fn protocol(code: u32, reason: &'static str) -> ConnectionError {
 }
 
 /// The request body a handler gets (see [`serve`]): DATA frames as they
-/// arrive, ending with the client's END_STREAM (or early, if the client
-/// resets the stream).
+/// arrive, ending with the client's END_STREAM, or with an error if the
+/// client resets the stream first.
 pub struct RequestBody {
     inflow: Arc<Mutex<Inflow>>,
 }
@@ -108,10 +117,16 @@ pub struct RequestBody {
 struct Inflow {
     data: BytesMut,
     ended: bool,
+    /// The client reset the stream before it ended its side.
+    reset: bool,
     /// Bytes the handler took since the connection last gave them back
     /// to the client's window.
     taken: u32,
+    /// The handler's, to wake when frames come in.
     waker: Option<Waker>,
+    /// The stream's, to have the connection give what was taken back to
+    /// the window.
+    stream: Option<Waker>,
 }
 
 fn lock(inflow: &Mutex<Inflow>) -> std::sync::MutexGuard<'_, Inflow> {
@@ -120,7 +135,7 @@ fn lock(inflow: &Mutex<Inflow>) -> std::sync::MutexGuard<'_, Inflow> {
 
 impl http_body::Body for RequestBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -129,8 +144,20 @@ impl http_body::Body for RequestBody {
         let mut inflow = lock(&self.inflow);
         if !inflow.data.is_empty() {
             let data = std::mem::take(&mut inflow.data).freeze();
+            if inflow.taken == 0
+                && let Some(stream) = &inflow.stream
+            {
+                // The window is given back by the connection's task.
+                stream.wake_by_ref();
+            }
             inflow.taken = inflow.taken.saturating_add(data.len() as u32);
             return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+        if inflow.reset {
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the client reset the stream",
+            ))));
         }
         if inflow.ended {
             return Poll::Ready(None);
@@ -222,10 +249,20 @@ struct Stream<B> {
     recv_unacked: u32,
     /// Response bytes waiting for window.
     queued: VecDeque<Bytes>,
-    /// The response's end (trailers, or none), once the handler gave it.
-    end: Option<Option<http::HeaderMap>>,
+    /// How the response ends, once the handler said.
+    end: Option<End>,
     remote_closed: bool,
     finished: bool,
+}
+
+/// How a response ends.
+enum End {
+    /// With trailers (gRPC's status).
+    Trailers(http::HeaderMap),
+    /// With its last DATA.
+    Data,
+    /// With RST_STREAM and this code: the response body failed.
+    Reset(u32),
 }
 
 impl<B> Drop for Stream<B> {
@@ -233,6 +270,7 @@ impl<B> Drop for Stream<B> {
         // A handler still reading the request learns it ends here.
         if let Handler::Call { inflow, .. } = &self.handler {
             let mut inflow = lock(inflow);
+            inflow.reset |= !inflow.ended;
             inflow.ended = true;
             if let Some(w) = inflow.waker.take() {
                 w.wake();
@@ -258,12 +296,14 @@ impl Out {
     }
 
     fn settings(&mut self) {
-        // MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE.
-        self.head(12, frame::SETTINGS, 0, 0);
+        // MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_HEADER_LIST_SIZE.
+        self.head(18, frame::SETTINGS, 0, 0);
         self.buf.put_u16(0x3);
         self.buf.put_u32(MAX_STREAMS);
         self.buf.put_u16(0x4);
         self.buf.put_u32(WINDOW);
+        self.buf.put_u16(0x6);
+        self.buf.put_u32(MAX_HEADER_LIST as u32);
     }
 
     fn window_update(&mut self, stream: u32, increment: u32) {
@@ -305,12 +345,12 @@ impl Out {
     }
 
     /// As much of `s`'s queued response as the windows let out, then its
-    /// end once nothing is left.
+    /// end once nothing is left (a reset at once).
     fn send<B>(&mut self, s: &mut Stream<B>) {
         while let Some(front) = s.queued.front_mut() {
             let room = self.window.min(s.send_window);
-            if room <= 0 {
-                return;
+            if room <= 0 || matches!(s.end, Some(End::Reset(_))) {
+                break;
             }
             let n = front.len().min(room as usize).min(self.max_frame);
             self.head(n, frame::DATA, 0, s.id);
@@ -322,16 +362,25 @@ impl Out {
                 s.queued.pop_front();
             }
         }
+        if !s.queued.is_empty() && !matches!(s.end, Some(End::Reset(_))) {
+            return;
+        }
         if let Some(end) = s.end.take() {
             match end {
-                Some(trailers) => {
+                End::Trailers(trailers) => {
                     let mut block = Vec::with_capacity(64);
                     for (name, value) in &trailers {
                         put_literal(&mut block, name.as_str().as_bytes(), value.as_bytes());
                     }
                     self.headers(s.id, &block, true);
                 }
-                None => self.head(0, frame::DATA, flag::END_STREAM, s.id),
+                End::Data => self.head(0, frame::DATA, flag::END_STREAM, s.id),
+                End::Reset(code) => {
+                    s.queued.clear();
+                    self.rst_stream(s.id, code);
+                    s.finished = true;
+                    return;
+                }
             }
             if !s.remote_closed {
                 // The response is whole: nothing the client still sends matters.
@@ -439,6 +488,9 @@ struct Connection<IO, F, B> {
     waker: Arc<AtomicWaker>,
     goaway: bool,
     read_closed: bool,
+    /// Streams reset by the client or refused by us since `resets_since`.
+    resets: u32,
+    resets_since: tokio::time::Instant,
 }
 
 /// Serves one HTTP/2 connection (after TLS and ALPN): delta ADS streams
@@ -479,6 +531,8 @@ where
         waker: Arc::new(AtomicWaker::new()),
         goaway: false,
         read_closed: false,
+        resets: 0,
+        resets_since: tokio::time::Instant::now(),
     };
     c.out.settings();
     c.out.window_update(0, WINDOW - DEFAULT_WINDOW as u32);
@@ -487,7 +541,12 @@ where
         debug!(code, reason, "HTTP/2 connection refused");
         c.out.goaway(c.last_stream, *code, reason);
         c.flush = true;
-        let said = std::future::poll_fn(|cx| c.poll_write(cx));
+        // Written and shut down (TLS close_notify): a close with unread
+        // input pending would reset the TCP connection and could lose it.
+        let said = async {
+            std::future::poll_fn(|cx| c.poll_write(cx)).await?;
+            std::future::poll_fn(|cx| Pin::new(&mut c.io).poll_shutdown(cx)).await
+        };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), said).await;
     }
     served
@@ -505,7 +564,9 @@ where
         self.waker.register(cx.waker());
         loop {
             let mut again = false;
-            if !self.read_closed {
+            // Nothing more is read while the client does not read what
+            // it is sent (PINGs and SETTINGS are answered in `out`).
+            if !self.read_closed && self.out.buf.len() < WRITE_HIGH {
                 match self.poll_read(cx) {
                     Poll::Ready(Ok(0)) => self.read_closed = true,
                     Poll::Ready(Ok(_)) => again = true,
@@ -701,9 +762,12 @@ where
                     ));
                 }
                 // Dropped: a delta stream announces its disconnect, a
-                // handler's request body ends.
-                self.streams.retain(|s| s.id != stream);
-                Ok(())
+                // handler's request body ends with an error.
+                let Some(i) = self.streams.iter().position(|s| s.id == stream) else {
+                    return Ok(());
+                };
+                self.streams.remove(i);
+                self.count_reset()
             }
             frame::SETTINGS => self.settings(flags, stream, payload),
             frame::PUSH_PROMISE => {
@@ -827,22 +891,18 @@ where
             return Err(protocol(code::PROTOCOL_ERROR, "DATA on stream 0"));
         }
         // The whole frame counts against the windows, padding included.
-        // The connection's is given back at once (the bytes are copied out
-        // of the read buffer); a stream's once its handler took them.
-        self.recv_window -= payload.len() as i64;
+        // What a handler gets is given back once it took it; the rest (the
+        // padding, frames of streams already gone) at once.
+        let len = payload.len() as u32;
+        self.recv_window -= i64::from(len);
         if self.recv_window < 0 {
             return Err(protocol(
                 code::FLOW_CONTROL_ERROR,
                 "DATA over the connection window",
             ));
         }
-        self.recv_unacked += payload.len() as u32;
-        if self.recv_unacked >= WINDOW / 2 {
-            self.out.window_update(0, self.recv_unacked);
-            self.recv_window += i64::from(self.recv_unacked);
-            self.recv_unacked = 0;
-        }
         let data = unpadded(flags, payload, false)?;
+        let padding = len - data.len() as u32;
         let end_stream = flags & flag::END_STREAM != 0;
         let Some(i) = self.streams.iter().position(|s| s.id == stream) else {
             if stream > self.last_stream {
@@ -852,20 +912,23 @@ where
                 ));
             }
             // A stream this side ended or reset: what was in flight is dropped.
+            self.give_back(len);
             return Ok(());
         };
         let s = &mut self.streams[i];
-        if s.remote_closed {
-            self.out.rst_stream(stream, code::STREAM_CLOSED);
+        s.recv_window -= i64::from(len);
+        if s.remote_closed || s.recv_window < 0 {
+            let code = if s.remote_closed {
+                code::STREAM_CLOSED
+            } else {
+                code::FLOW_CONTROL_ERROR
+            };
+            self.out.rst_stream(stream, code);
             self.streams.remove(i);
+            self.give_back(len);
             return Ok(());
         }
-        s.recv_window -= payload.len() as i64;
-        if s.recv_window < 0 {
-            self.out.rst_stream(stream, code::FLOW_CONTROL_ERROR);
-            self.streams.remove(i);
-            return Ok(());
-        }
+        s.recv_unacked += padding;
         s.remote_closed = end_stream;
         match &mut s.handler {
             Handler::Delta(body) => {
@@ -883,6 +946,37 @@ where
                 }
             }
         }
+        self.give_back(padding);
+        Ok(())
+    }
+
+    /// Gives `n` received bytes back to the client's connection window,
+    /// once half the window is due (a WINDOW_UPDATE per ACK would cost
+    /// a write each).
+    fn give_back(&mut self, n: u32) {
+        self.recv_unacked += n;
+        if self.recv_unacked >= WINDOW / 2 {
+            self.out.window_update(0, self.recv_unacked);
+            self.recv_window += i64::from(self.recv_unacked);
+            self.recv_unacked = 0;
+        }
+    }
+
+    /// Counts a stream reset by the client or refused by us; too many in
+    /// 10 s end the connection.
+    fn count_reset(&mut self) -> Result<(), ConnectionError> {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.resets_since) > std::time::Duration::from_secs(10) {
+            self.resets = 0;
+            self.resets_since = now;
+        }
+        self.resets += 1;
+        if self.resets > MAX_RESETS {
+            return Err(protocol(
+                code::ENHANCE_YOUR_CALM,
+                "too many streams reset or refused",
+            ));
+        }
         Ok(())
     }
 
@@ -899,8 +993,15 @@ where
         let mut scheme = None;
         let mut headers = http::HeaderMap::new();
         let mut malformed = false;
+        // Past the announced size, fields are decoded (the table must move
+        // on) and dropped.
+        let mut list_size = 0usize;
         self.decoder
             .decode(block, |name, value| {
+                list_size += name.len() + value.len() + 32;
+                if list_size > MAX_HEADER_LIST {
+                    return;
+                }
                 let value_str = || String::from_utf8(value.to_vec()).ok();
                 match name {
                     b":method" => method = value_str(),
@@ -919,12 +1020,7 @@ where
                     },
                 }
             })
-            .map_err(|_| {
-                protocol(
-                    code::COMPRESSION_ERROR,
-                    "a header block that does not decode",
-                )
-            })?;
+            .map_err(|hpack::Error(reason)| protocol(code::COMPRESSION_ERROR, reason))?;
 
         if let Some(s) = self.streams.iter_mut().find(|s| s.id == stream) {
             // Trailers: they end the client's side; gRPC puts nothing in them.
@@ -962,16 +1058,40 @@ where
         self.last_stream = stream;
         if self.goaway || self.streams.len() >= MAX_STREAMS as usize {
             self.out.rst_stream(stream, code::REFUSED_STREAM);
+            return self.count_reset();
+        }
+        if list_size > MAX_HEADER_LIST {
+            let block = response_block(
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &http::HeaderMap::new(),
+            );
+            self.out.headers(stream, &block, true);
+            if !end_stream {
+                self.out.rst_stream(stream, code::NO_ERROR);
+            }
             return Ok(());
         }
-        let (Some(method), Some(path), false) = (method, path, malformed) else {
+        let uri = match (method.as_ref(), path, malformed) {
+            (Some(_), Some(path), false) if path.starts_with('/') => {
+                let uri = http::Uri::builder().path_and_query(path);
+                match (scheme, authority) {
+                    (Some(scheme), Some(authority)) => {
+                        uri.scheme(scheme.as_str()).authority(authority)
+                    }
+                    _ => uri,
+                }
+                .build()
+            }
+            _ => {
+                self.out.rst_stream(stream, code::PROTOCOL_ERROR);
+                return Ok(());
+            }
+        };
+        let (Some(method), Ok(uri)) = (method, uri) else {
             self.out.rst_stream(stream, code::PROTOCOL_ERROR);
             return Ok(());
         };
-        let uri = match (&scheme, &authority) {
-            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}{path}"),
-            _ => path.clone(),
-        };
+        let delta = method == "POST" && uri.path() == DELTA_PATH;
         let request = http::Request::builder()
             .method(method.as_str())
             .uri(uri)
@@ -980,7 +1100,7 @@ where
             ready: AtomicBool::new(true),
             connection: self.waker.clone(),
         });
-        let handler = if method == "POST" && path == DELTA_PATH {
+        let handler = if delta {
             let inbox = Inbox {
                 ended: end_stream,
                 ..Default::default()
@@ -995,6 +1115,7 @@ where
         } else {
             let inflow = Arc::new(Mutex::new(Inflow {
                 ended: end_stream,
+                stream: Some(Waker::from(wake.clone())),
                 ..Default::default()
             }));
             let body = RequestBody {
@@ -1032,6 +1153,7 @@ where
     /// was left unpolled for want of room in the write buffer.
     fn poll_streams(&mut self) -> bool {
         let mut deferred = false;
+        let mut given = 0;
         for s in &mut self.streams {
             if s.finished {
                 continue;
@@ -1067,8 +1189,18 @@ where
                         *response = None;
                         let (parts, b) = resp.into_parts();
                         let block = response_block(parts.status, &parts.headers);
-                        self.out.headers(s.id, &block, false);
-                        *body = Some(Box::pin(b));
+                        // An empty body ends the stream with the headers
+                        // (gRPC's trailers-only responses).
+                        let whole = http_body::Body::is_end_stream(&b);
+                        self.out.headers(s.id, &block, whole);
+                        if whole {
+                            if !s.remote_closed {
+                                self.out.rst_stream(s.id, code::NO_ERROR);
+                            }
+                            s.finished = true;
+                        } else {
+                            *body = Some(Box::pin(b));
+                        }
                     }
                     if let Some(b) = body {
                         poll_body(b.as_mut(), &mut cx, &mut s.queued, &mut s.end);
@@ -1076,9 +1208,10 @@ where
                     std::mem::take(&mut lock(inflow).taken)
                 }
             };
-            // What the handler took, given back to the client's window
+            // What the handler took, given back to the client's windows
             // once it is half the window (ACKs are small: most never
             // cost a WINDOW_UPDATE).
+            given += taken;
             s.recv_unacked += taken;
             if s.recv_unacked >= WINDOW / 2 && !s.remote_closed {
                 s.recv_window += i64::from(s.recv_unacked);
@@ -1088,6 +1221,7 @@ where
             self.out.send(s);
         }
         self.streams.retain(|s| !s.finished);
+        self.give_back(given);
         deferred
     }
 }
@@ -1098,7 +1232,7 @@ fn poll_body<Bd>(
     mut body: Pin<&mut Bd>,
     cx: &mut Context<'_>,
     queued: &mut VecDeque<Bytes>,
-    end: &mut Option<Option<http::HeaderMap>>,
+    end: &mut Option<End>,
 ) where
     Bd: http_body::Body<Data = Bytes> + ?Sized,
     Bd::Error: std::fmt::Display,
@@ -1108,12 +1242,14 @@ fn poll_body<Bd>(
         match body.as_mut().poll_frame(cx) {
             Poll::Pending => return,
             Poll::Ready(None) => {
-                *end = Some(None);
+                *end = Some(End::Data);
                 return;
             }
             Poll::Ready(Some(Err(error))) => {
+                // Not a clean end: the client must not take what it got
+                // for the whole response.
                 debug!(%error, "response body failed");
-                *end = Some(None);
+                *end = Some(End::Reset(code::INTERNAL_ERROR));
                 return;
             }
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
@@ -1125,7 +1261,7 @@ fn poll_body<Bd>(
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        *end = Some(Some(trailers));
+                        *end = Some(End::Trailers(trailers));
                         return;
                     }
                 }

@@ -673,8 +673,10 @@ impl DeltaStream {
             return None;
         }
         state.synced = Some(snap.clone());
-        let mut resources = Vec::new();
-        let mut undo = Vec::new();
+        // Room for a typical change without regrowing (`undo` is kept
+        // until the ACK: not sized for the whole type).
+        let mut resources = Vec::with_capacity(desired.len().min(8));
+        let mut undo = Vec::with_capacity(desired.len().min(8));
         // Desired resources the client wants: all of them are held below.
         let mut wanted = 0;
         for r in desired {

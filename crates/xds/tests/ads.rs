@@ -853,10 +853,11 @@ async fn http2_settings_and_pings_are_acknowledged() {
             _ => {}
         }
     }
-    // MAX_CONCURRENT_STREAMS 1024, INITIAL_WINDOW_SIZE 1 MiB.
+    // MAX_CONCURRENT_STREAMS 1024, INITIAL_WINDOW_SIZE 1 MiB,
+    // MAX_HEADER_LIST_SIZE 64 KiB.
     assert_eq!(
         settings.expect("server SETTINGS"),
-        [0, 3, 0, 0, 4, 0, 0, 4, 0, 0x10, 0, 0]
+        [0, 3, 0, 0, 4, 0, 0, 4, 0, 0x10, 0, 0, 0, 6, 0, 1, 0, 0]
     );
     assert!(settings_acked, "our SETTINGS acknowledged before the PING");
 }
@@ -911,19 +912,19 @@ async fn http2_header_blocks_are_read_through_padding_priority_and_continuation(
     c.send(1, 0x8 | 0x20, 1, &headers).await;
     c.send(9, 0x4, 1, rest).await;
     c.send(0, 0x1, 1, &[]).await;
-    // The handler's answer, decoded: UNIMPLEMENTED.
+    // The handler's answer, decoded: UNIMPLEMENTED, trailers-only (one
+    // HEADERS frame that ends the stream, as gRPC clients expect).
     let mut decoder = loona_hpack::Decoder::new();
     let mut fields = Vec::new();
-    let mut ended = false;
-    while !ended {
+    loop {
         let (ty, flags, stream, payload) = c.frame().await.expect("connection open");
-        if stream != 1 {
+        if stream != 1 || ty == 3 {
             continue;
         }
-        if ty == 1 {
-            fields.extend(decoder.decode(&payload).unwrap());
-        }
-        ended = flags & 0x1 != 0 && (ty == 0 || ty == 1);
+        assert_eq!(ty, 1, "a trailers-only response is one HEADERS frame");
+        fields.extend(decoder.decode(&payload).unwrap());
+        assert_ne!(flags & 0x1, 0, "END_STREAM on the response's HEADERS");
+        break;
     }
     let field = |name: &[u8]| {
         fields
@@ -980,4 +981,133 @@ async fn a_response_larger_than_the_clients_window_arrives_whole() {
         prost::Message::encoded_len(&lds)
     );
     s.ack(&lds).await;
+}
+
+#[tokio::test]
+async fn http2_headers_over_the_announced_size_get_431_and_the_connection_goes_on() {
+    let (_cache, _events, addr) = serve().await;
+    let mut c = RawH2::open(addr).await;
+    // One 4 000-byte header, added to the table, then referred to 20 times:
+    // 80 KB decoded from a 4 KB block.
+    let mut block = loona_hpack::Encoder::new().encode([
+        (&b":method"[..], &b"POST"[..]),
+        (b":scheme", b"http"),
+        (b":path", b"/bootstrap"),
+    ]);
+    block.extend([0x40, 0x01, b'x', 0x7f]);
+    let mut len = 4000 - 127;
+    while len >= 128 {
+        block.push((len % 128) as u8 | 0x80);
+        len /= 128;
+    }
+    block.push(len as u8);
+    block.extend(std::iter::repeat_n(b'v', 4000));
+    block.extend(std::iter::repeat_n(0xbe, 20));
+    c.send(1, 0x4 | 0x1, 1, &block).await;
+    c.send(6, 0, 0, b"stillup!").await;
+    let mut decoder = loona_hpack::Decoder::new();
+    let mut status = None;
+    loop {
+        let (ty, flags, stream, payload) = c.frame().await.expect("connection open");
+        match (ty, stream) {
+            (1, 1) => {
+                assert_ne!(flags & 0x1, 0, "the 431 ends the stream");
+                status = decoder
+                    .decode(&payload)
+                    .unwrap()
+                    .into_iter()
+                    .find(|(n, _)| n == b":status")
+                    .map(|(_, v)| v);
+            }
+            (6, 0) if flags & 0x1 != 0 => break,
+            _ => {}
+        }
+    }
+    assert_eq!(status.as_deref(), Some(&b"431"[..]));
+}
+
+/// A request body given in one piece.
+struct Once(Option<bytes::Bytes>);
+
+impl http_body::Body for Once {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+async fn body_len<B: http_body::Body + Unpin>(mut body: B) -> usize
+where
+    B::Error: std::fmt::Debug,
+{
+    let mut n = 0;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        if let Ok(data) = frame.unwrap().into_data() {
+            n += bytes::Buf::remaining(&data);
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_request_body_larger_than_our_window_reaches_its_handler_whole() {
+    // A handler that reads the whole body (in another task) and answers
+    // with its length: 3 MiB through a 1 MiB window, given back as the
+    // handler reads.
+    let ads = AdsServer::new(
+        Arc::new(SnapshotCache::new()),
+        Arc::new(TokenAuth),
+        Arc::new(Recorder::default()),
+    )
+    .into_service();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ = conn::serve(
+            &ads,
+            tcp,
+            |req: http::Request<conn::RequestBody>| async move {
+                // Read in a task of its own, as the dp-server's router runs.
+                let n = tokio::spawn(body_len(req.into_body())).await.unwrap();
+                http::Response::new(Once(Some(n.to_string().into())))
+            },
+        )
+        .await;
+    });
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let upload = bytes::Bytes::from(vec![7u8; 3 << 20]);
+    let req = http::Request::post(format!("http://{addr}/upload"))
+        .body(tonic::body::Body::new(Once(Some(upload))))
+        .unwrap();
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tower::ServiceExt::oneshot(&mut channel, req),
+    )
+    .await
+    .expect("answered within 10 s")
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx))
+            .await
+    {
+        if let Ok(data) = frame.unwrap().into_data() {
+            text.extend_from_slice(bytes::Buf::chunk(&data));
+        }
+    }
+    assert_eq!(String::from_utf8(text).unwrap(), (3usize << 20).to_string());
 }
