@@ -14,7 +14,9 @@ use kuma_policy::{Policy, PolicySet};
 use kuma_store::{ChangeEvent, ListFilter, ResourceStore, StoreError, Write};
 use kuma_xds::input::SERVICE_TAG;
 use kuma_xds::plan::{EndpointSet, ResourcePlan};
-use kuma_xds::{MeshContext, MeshEndpoints, OutboundMemo, ProxyMeta, SnapshotCache, generate_memo};
+use kuma_xds::{
+    BuildMemo, MeshContext, MeshEndpoints, OutboundMemo, ProxyMeta, SnapshotCache, generate_memo,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -524,6 +526,7 @@ impl Sync {
                 ..
             } = state;
             let mut memo = OutboundMemo::default();
+            let mut built_memo = BuildMemo::default();
             let mut regen = |name: &str, deps: &mut ProxyDeps| {
                 let Some(dp) = ctx.dataplanes.get(name) else {
                     return;
@@ -540,7 +543,7 @@ impl Sync {
                 }
                 built.push((
                     deps.node_id.clone(),
-                    Arc::new(self.cache.build(&plan.resources)),
+                    Arc::new(self.cache.build_shared(&plan.resources, &mut built_memo)),
                 ));
             };
             match affected {
@@ -734,10 +737,10 @@ impl Affected {
 /// come from the Dataplane, which did not change) allocates nothing.
 fn refresh_deps(
     deps: &mut ProxyDeps,
-    resources: &[ResourcePlan],
+    resources: &[Arc<ResourcePlan>],
     dp: &Arc<kuma_xds::input::DataplaneView>,
 ) {
-    let clusters = resources.iter().filter_map(|r| match r {
+    let clusters = resources.iter().filter_map(|r| match &**r {
         ResourcePlan::Endpoints(e) => Some(&e.cluster),
         _ => None,
     });

@@ -108,6 +108,14 @@ pub fn set_version<'a>(items: impl Iterator<Item = &'a Arc<VersionedResource>>) 
     format!("{:016x}", h.finish())
 }
 
+/// The resources of one batch's shared plans, by the plan's address (the
+/// plan is kept alive here, so no other takes its address while the memo
+/// lives). See [`SnapshotCache::build_shared`].
+#[derive(Default)]
+pub struct BuildMemo {
+    built: foldhash::HashMap<usize, (Arc<ResourcePlan>, Arc<VersionedResource>)>,
+}
+
 /// Snapshots of every proxy, each in a slot its ADS streams follow.
 #[derive(Default)]
 pub struct SnapshotCache {
@@ -238,10 +246,37 @@ impl SnapshotCache {
 
     /// Builds a snapshot from plans (without storing it), under one lock
     /// of the encoded resources for all of them.
-    pub fn build(&self, plans: &[ResourcePlan]) -> Snapshot {
+    pub fn build<P: std::borrow::Borrow<ResourcePlan>>(&self, plans: &[P]) -> Snapshot {
         let entries = {
             let mut interned = self.lock_interned();
-            plans.iter().map(|p| interned.intern(p)).collect()
+            plans.iter().map(|p| interned.intern(p.borrow())).collect()
+        };
+        Snapshot::new(entries)
+    }
+
+    /// [`SnapshotCache::build`] for one proxy of a batch whose plans share
+    /// what they have in common by `Arc` ([`crate::OutboundMemo`]): a
+    /// shared plan is digested and looked up once per batch, through
+    /// `memo`, instead of once per proxy.
+    pub fn build_shared(&self, plans: &[Arc<ResourcePlan>], memo: &mut BuildMemo) -> Snapshot {
+        let entries = {
+            let mut interned = self.lock_interned();
+            plans
+                .iter()
+                .map(|p| {
+                    if Arc::strong_count(p) == 1 {
+                        // This proxy's own: nobody else gets this one.
+                        return interned.intern(p);
+                    }
+                    let key = Arc::as_ptr(p) as usize;
+                    if let Some((_, r)) = memo.built.get(&key) {
+                        return r.clone();
+                    }
+                    let r = interned.intern(p);
+                    memo.built.insert(key, (p.clone(), r.clone()));
+                    r
+                })
+                .collect()
         };
         Snapshot::new(entries)
     }

@@ -11,11 +11,14 @@ use crate::timeout::{ClusterTimeouts, Timeouts};
 use crate::wire::Decimal;
 use kuma_policy::{DestinationRef, InboundRef, ProxyRef, ProxyRules};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Everything generated for one proxy.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyPlan {
-    pub resources: Vec<ResourcePlan>,
+    /// Shared by `Arc` with the other proxies of a batch that get the
+    /// same resource (see [`OutboundMemo`]).
+    pub resources: Vec<Arc<ResourcePlan>>,
     /// MeshTimeout rules as merged for this proxy (for `_rules`).
     pub timeout_rules: std::sync::Arc<ProxyRules>,
     /// Problems that did not stop generation (unknown outbound targets, bad policies).
@@ -126,37 +129,103 @@ pub fn generate_with(
     generate_memo(ctx, endpoints, dp, meta, &mut OutboundMemo::default())
 }
 
-/// Outbound targets (cluster, timeouts, protocol) already resolved while
-/// regenerating the proxies of one mesh: proxies under the same policies
-/// calling the same MeshService port share the policy merge. Keys are the
-/// addresses of the rules (kept alive by the entry) and of the MeshService
-/// port in the [`MeshContext`], which the memo borrows for its lifetime.
+/// What was generated already while regenerating the proxies of one mesh,
+/// for the next proxy that gets the same: the policy merge of an outbound
+/// target, and the resources that do not depend on the proxy (an
+/// outbound's listener, its EDS cluster and endpoints, the DNS listener,
+/// the passthrough). Shared by `Arc`, they are built, and interned by
+/// [`crate::SnapshotCache::build_shared`], once per batch instead of once
+/// per proxy. Keys are the addresses of the rules (kept alive by the
+/// entry) and of the MeshService port in the [`MeshContext`], which the
+/// memo borrows for its lifetime.
 #[derive(Default)]
 pub struct OutboundMemo<'a> {
-    targets: foldhash::HashMap<(usize, usize), (std::sync::Arc<ProxyRules>, OutboundTarget)>,
+    targets: foldhash::HashMap<TargetKey, Target>,
+    /// By target, port and whether the listener binds: (address, listener).
+    listeners: foldhash::HashMap<(TargetKey, u32, bool), Vec<Listener>>,
+    /// By DNS port.
+    dns: foldhash::HashMap<u32, Arc<ResourcePlan>>,
+    /// By redirect port: the passthrough cluster and listener.
+    passthrough: foldhash::HashMap<u32, [Arc<ResourcePlan>; 2]>,
     ctx: std::marker::PhantomData<&'a MeshContext>,
 }
 
-/// Where an outbound goes: its cluster, timeouts and protocol.
-type OutboundTarget = (String, Timeouts, Protocol);
+/// The rules' and the MeshService port's addresses.
+type TargetKey = (usize, usize);
+
+/// A listener's address, and the listener.
+type Listener = (String, Arc<ResourcePlan>);
+
+/// Where an outbound goes (its cluster, timeouts and protocol), and that
+/// cluster with its endpoints.
+struct Target {
+    _rules: Arc<ProxyRules>,
+    cluster: String,
+    timeouts: Timeouts,
+    protocol: Protocol,
+    eds: [Arc<ResourcePlan>; 2],
+}
 
 impl<'a> OutboundMemo<'a> {
-    fn target(
+    /// The listener on `address:listen_port` to `port` of `svc`, and the
+    /// EDS cluster and endpoints it uses.
+    #[allow(clippy::too_many_arguments)]
+    fn outbound(
         &mut self,
         ctx: &'a MeshContext,
-        rules: &std::sync::Arc<ProxyRules>,
+        endpoints: &MeshEndpoints,
+        rules: &Arc<ProxyRules>,
         svc: &'a MeshServiceView,
         port: &'a ServicePort,
-    ) -> OutboundTarget {
+        address: &str,
+        listen_port: u32,
+        bind: bool,
+    ) -> (Arc<ResourcePlan>, [Arc<ResourcePlan>; 2]) {
         let key = (
-            std::sync::Arc::as_ptr(rules) as usize,
+            Arc::as_ptr(rules) as usize,
             port as *const ServicePort as usize,
         );
-        self.targets
-            .entry(key)
-            .or_insert_with(|| (rules.clone(), outbound_target(ctx, rules, svc, port)))
-            .1
-            .clone()
+        let t = self.targets.entry(key).or_insert_with(|| {
+            let (cluster, timeouts, protocol) = outbound_target(ctx, rules, svc, port);
+            let eds = [
+                Arc::new(ResourcePlan::Cluster(ClusterPlan {
+                    name: cluster.clone(),
+                    protocol,
+                    source: ClusterSource::Eds,
+                    timeouts: timeouts.for_cluster(),
+                })),
+                Arc::new(ResourcePlan::Endpoints(EndpointsPlan {
+                    endpoints: endpoints.get(&cluster),
+                    cluster: cluster.clone(),
+                })),
+            ];
+            Target {
+                _rules: rules.clone(),
+                cluster,
+                timeouts,
+                protocol,
+                eds,
+            }
+        });
+        let same = self.listeners.entry((key, listen_port, bind)).or_default();
+        if let Some((_, l)) = same.iter().find(|(a, _)| a == address) {
+            return (l.clone(), t.eds.clone());
+        }
+        let (name, stat_prefix) = listener_names("outbound", address, listen_port);
+        let l = Arc::new(ResourcePlan::Listener(ListenerPlan {
+            stat_prefix,
+            name,
+            address: SocketAddr {
+                address: address.to_string(),
+                port: listen_port,
+            },
+            inbound: false,
+            bind_to_port: bind,
+            use_original_dst: false,
+            filter: filter(t.protocol, t.cluster.clone(), t.timeouts),
+        }));
+        same.push((address.to_string(), l.clone()));
+        (l, t.eds.clone())
     }
 }
 
@@ -211,38 +280,40 @@ pub fn generate_memo<'a>(
             .unwrap_or_else(|| "127.0.0.1".into());
         let cluster = name_of("localhost", None, service_port);
         if seen_clusters.insert(cluster.clone()) {
-            plan.resources.push(ResourcePlan::Cluster(ClusterPlan {
-                name: cluster.clone(),
-                protocol,
-                source: ClusterSource::Static(SocketAddr {
-                    address: service_address,
-                    port: service_port,
-                }),
-                timeouts: timeouts.for_cluster(),
-            }));
+            plan.resources
+                .push(Arc::new(ResourcePlan::Cluster(ClusterPlan {
+                    name: cluster.clone(),
+                    protocol,
+                    source: ClusterSource::Static(SocketAddr {
+                        address: service_address,
+                        port: service_port,
+                    }),
+                    timeouts: timeouts.for_cluster(),
+                })));
         }
         let address = inbound
             .address
             .clone()
             .unwrap_or_else(|| net.address.clone());
         let (name, stat_prefix) = listener_names("inbound", &address, inbound.port);
-        plan.resources.push(ResourcePlan::Listener(ListenerPlan {
-            stat_prefix,
-            name,
-            address: SocketAddr {
-                address,
-                port: inbound.port,
-            },
-            inbound: true,
-            bind_to_port: true,
-            use_original_dst: false,
-            filter: filter(protocol, cluster, timeouts),
-        }));
+        plan.resources
+            .push(Arc::new(ResourcePlan::Listener(ListenerPlan {
+                stat_prefix,
+                name,
+                address: SocketAddr {
+                    address,
+                    port: inbound.port,
+                },
+                inbound: true,
+                bind_to_port: true,
+                use_original_dst: false,
+                filter: filter(protocol, cluster, timeouts),
+            })));
     }
 
     // Outbounds listed in the Dataplane: a local port -> a MeshService port.
-    // The EDS clusters the listeners use: (cluster, timeouts, protocol).
-    let mut used_clusters: Vec<(String, Timeouts, Protocol)> = Vec::new();
+    // The EDS clusters and endpoints the listeners use.
+    let mut used: Vec<[Arc<ResourcePlan>; 2]> = Vec::new();
     for outbound in &net.outbound {
         let Some((svc, port)) = resolve_outbound(ctx, outbound) else {
             plan.warnings.push(format!(
@@ -252,25 +323,19 @@ pub fn generate_memo<'a>(
             ));
             continue;
         };
-        let address = outbound
-            .address
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1".into());
-        let (cluster, timeouts, protocol) = memo.target(ctx, &selection.rules, svc, port);
-        let (name, stat_prefix) = listener_names("outbound", &address, outbound.port);
-        plan.resources.push(ResourcePlan::Listener(ListenerPlan {
-            stat_prefix,
-            name,
-            address: SocketAddr {
-                address,
-                port: outbound.port,
-            },
-            inbound: false,
-            bind_to_port: true,
-            use_original_dst: false,
-            filter: filter(protocol, cluster.clone(), timeouts),
-        }));
-        used_clusters.push((cluster, timeouts, protocol));
+        let address = outbound.address.as_deref().unwrap_or("127.0.0.1");
+        let (listener, eds) = memo.outbound(
+            ctx,
+            endpoints,
+            &selection.rules,
+            svc,
+            port,
+            address,
+            outbound.port,
+            true,
+        );
+        plan.resources.push(listener);
+        used.push(eds);
     }
 
     // With transparent proxying every reachable MeshService gets a listener on its VIP.
@@ -278,36 +343,67 @@ pub fn generate_memo<'a>(
         for svc in ctx.services.values() {
             for vip in &svc.status.vips {
                 for port in &svc.spec.ports {
-                    let (cluster, timeouts, protocol) =
-                        memo.target(ctx, &selection.rules, svc, port);
-                    let (name, stat_prefix) = listener_names("outbound", &vip.ip, port.port);
-                    plan.resources.push(ResourcePlan::Listener(ListenerPlan {
-                        stat_prefix,
-                        name,
-                        address: SocketAddr {
-                            address: vip.ip.clone(),
-                            port: port.port,
-                        },
-                        inbound: false,
-                        bind_to_port: false,
-                        use_original_dst: false,
-                        filter: filter(protocol, cluster.clone(), timeouts),
-                    }));
-                    used_clusters.push((cluster, timeouts, protocol));
+                    let (listener, eds) = memo.outbound(
+                        ctx,
+                        endpoints,
+                        &selection.rules,
+                        svc,
+                        port,
+                        &vip.ip,
+                        port.port,
+                        false,
+                    );
+                    plan.resources.push(listener);
+                    used.push(eds);
                 }
             }
         }
-        plan.resources.push(ResourcePlan::Cluster(ClusterPlan {
+        let [cluster, listener] = memo
+            .passthrough
+            .entry(tp.redirect_port_outbound)
+            .or_insert_with(|| passthrough(tp.redirect_port_outbound))
+            .clone();
+        plan.resources.push(cluster);
+        plan.resources.push(listener);
+    }
+
+    // The mesh's hostnames, answered with their VIPs on kuma-dp's DNS port.
+    if let Some(port) = meta.dns_port.filter(|p| *p != 0) {
+        let dns = memo
+            .dns
+            .entry(port)
+            .or_insert_with(|| dns_listener(ctx, port))
+            .clone();
+        plan.resources.push(dns);
+    }
+
+    // One EDS cluster and its endpoints per MeshService port used.
+    for [cluster, endpoints] in used {
+        if !seen_clusters.insert(cluster.name().to_string()) {
+            continue;
+        }
+        plan.resources.push(cluster);
+        plan.resources.push(endpoints);
+    }
+    plan.timeout_rules = selection.rules;
+    plan
+}
+
+/// The transparent proxy's passthrough: a cluster to wherever the
+/// connection was going, and the listener that takes what is redirected.
+fn passthrough(redirect_port: u32) -> [Arc<ResourcePlan>; 2] {
+    [
+        Arc::new(ResourcePlan::Cluster(ClusterPlan {
             name: PASSTHROUGH.into(),
             protocol: Protocol::Tcp,
             source: ClusterSource::OriginalDst,
             timeouts: ClusterTimeouts::default(),
-        }));
-        plan.resources.push(ResourcePlan::Listener(ListenerPlan {
+        })),
+        Arc::new(ResourcePlan::Listener(ListenerPlan {
             name: PASSTHROUGH.into(),
             address: SocketAddr {
                 address: "0.0.0.0".into(),
-                port: tp.redirect_port_outbound,
+                port: redirect_port,
             },
             inbound: false,
             bind_to_port: true,
@@ -317,56 +413,38 @@ pub fn generate_memo<'a>(
                 cluster: PASSTHROUGH.into(),
                 idle_ms: Timeouts::default().idle_ms,
             },
-        }));
-    }
+        })),
+    ]
+}
 
-    // The mesh's hostnames, answered with their VIPs on kuma-dp's DNS port.
-    if let Some(port) = meta.dns_port.filter(|p| *p != 0) {
-        let mut records: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for svc in ctx.services.values() {
-            let ips: Vec<String> = svc.status.vips.iter().map(|v| v.ip.clone()).collect();
-            if ips.is_empty() {
-                continue;
-            }
-            for a in &svc.status.addresses {
-                records
-                    .entry(a.hostname.clone())
-                    .or_default()
-                    .extend(ips.iter().cloned());
-            }
-        }
-        plan.resources.push(ResourcePlan::Listener(ListenerPlan {
-            name: "kuma:dns".into(),
-            address: SocketAddr {
-                address: "127.0.0.1".into(),
-                port,
-            },
-            inbound: false,
-            bind_to_port: true,
-            use_original_dst: false,
-            stat_prefix: "kuma_dns".into(),
-            filter: FilterPlan::Dns { records },
-        }));
-    }
-
-    // One EDS cluster and its endpoints per MeshService port used.
-    for (cluster, timeouts, protocol) in used_clusters {
-        if !seen_clusters.insert(cluster.clone()) {
+/// The DNS listener on `port`: every hostname of the mesh's MeshServices
+/// with their VIPs.
+fn dns_listener(ctx: &MeshContext, port: u32) -> Arc<ResourcePlan> {
+    let mut records: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for svc in ctx.services.values() {
+        let ips: Vec<String> = svc.status.vips.iter().map(|v| v.ip.clone()).collect();
+        if ips.is_empty() {
             continue;
         }
-        plan.resources.push(ResourcePlan::Cluster(ClusterPlan {
-            name: cluster.clone(),
-            protocol,
-            source: ClusterSource::Eds,
-            timeouts: timeouts.for_cluster(),
-        }));
-        plan.resources.push(ResourcePlan::Endpoints(EndpointsPlan {
-            endpoints: endpoints.get(&cluster),
-            cluster,
-        }));
+        for a in &svc.status.addresses {
+            records
+                .entry(a.hostname.clone())
+                .or_default()
+                .extend(ips.iter().cloned());
+        }
     }
-    plan.timeout_rules = selection.rules;
-    plan
+    Arc::new(ResourcePlan::Listener(ListenerPlan {
+        name: "kuma:dns".into(),
+        address: SocketAddr {
+            address: "127.0.0.1".into(),
+            port,
+        },
+        inbound: false,
+        bind_to_port: true,
+        use_original_dst: false,
+        stat_prefix: "kuma_dns".into(),
+        filter: FilterPlan::Dns { records },
+    }))
 }
 
 /// `kind:address:port` (`kind:port` without an address), written without

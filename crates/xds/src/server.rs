@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -617,6 +617,32 @@ impl Drop for Disconnect {
 
 // ---------------------------------------------------------------- delta
 
+/// A stream's state of each resource type it asked for, by
+/// [`ResourceType::index`]: held in the stream itself, no tree to walk
+/// for every ACK and change.
+struct PerType<T>([Option<T>; ResourceType::ORDER.len()]);
+
+impl<T> Default for PerType<T> {
+    fn default() -> Self {
+        PerType(std::array::from_fn(|_| None))
+    }
+}
+
+impl<T: Default> PerType<T> {
+    fn get_mut(&mut self, t: ResourceType) -> Option<&mut T> {
+        self.0[t.index()].as_mut()
+    }
+
+    fn contains(&self, t: ResourceType) -> bool {
+        self.0[t.index()].is_some()
+    }
+
+    /// The state of `t`, new if the stream had none.
+    fn entry(&mut self, t: ResourceType) -> &mut T {
+        self.0[t.index()].get_or_insert_with(T::default)
+    }
+}
+
 /// Per resource, the version held before a response (`None`: not held).
 type Undo = Vec<(Arc<str>, Option<Arc<str>>)>;
 
@@ -642,7 +668,7 @@ impl DeltaType {
 }
 
 struct DeltaStream {
-    types: BTreeMap<ResourceType, DeltaType>,
+    types: PerType<DeltaType>,
     nonce: u64,
     /// Clusters sent whose endpoints must follow, even unchanged (see
     /// [`DeltaStream::diff`]); kept until an Endpoints response
@@ -660,7 +686,7 @@ impl DeltaStream {
     /// Endpoints diff resends them even though the client holds them
     /// (otherwise the cluster waits out Envoy's 15 s initial fetch timeout).
     fn diff(&mut self, t: ResourceType, snap: &Arc<Snapshot>) -> Option<EncodedDelta> {
-        let state = self.types.get_mut(&t)?;
+        let state = self.types.get_mut(t)?;
         let desired = snap.of_type(t);
         let unchanged = |prev: &Arc<Snapshot>| {
             let before = prev.of_type(t);
@@ -789,7 +815,7 @@ impl DeltaSession {
             node_id: opened.node_id,
             snapshots: opened.snapshots,
             st: DeltaStream {
-                types: BTreeMap::new(),
+                types: PerType::default(),
                 nonce: 0,
                 eds_due: Default::default(),
             },
@@ -824,7 +850,7 @@ impl DeltaSession {
         else {
             return false;
         };
-        let Some(state) = self.st.types.get_mut(&t) else {
+        let Some(state) = self.st.types.get_mut(t) else {
             return false;
         };
         if state.pending.take_if(|(n, _)| answers(*n, nonce)).is_some() {
@@ -842,8 +868,8 @@ impl DeltaSession {
             debug!(type_url = %req.type_url, "ignoring unknown type");
             return Ok(Vec::new());
         };
-        let new_type = !st.types.contains_key(&t);
-        let state = st.types.entry(t).or_default();
+        let new_type = !st.types.contains(t);
+        let state = st.types.entry(t);
         if new_type {
             state.wildcard = req.resource_names_subscribe.is_empty();
             state.held = req
@@ -933,7 +959,7 @@ struct SotwType {
 }
 
 struct SotwStream {
-    types: BTreeMap<ResourceType, SotwType>,
+    types: PerType<SotwType>,
     nonce: u64,
     /// The clusters (name -> version) of the latest CDS response.
     sent_clusters: HashMap<Arc<str>, Arc<str>>,
@@ -942,7 +968,7 @@ struct SotwStream {
 impl SotwStream {
     /// The response that brings the client of type `t` up to `snap`, if any is needed.
     fn response(&mut self, t: ResourceType, snap: &Snapshot) -> Option<DiscoveryResponse> {
-        let state = self.types.get_mut(&t)?;
+        let state = self.types.get_mut(t)?;
         let wanted = snap.of_type(t).iter().filter(|r| {
             (t.is_wildcard() && state.names.is_empty()) || state.names.contains(&*r.name)
         });
@@ -967,7 +993,7 @@ impl SotwStream {
                 .iter()
                 .filter(|(n, v)| self.sent_clusters.get(*n) != Some(*v))
                 .map(|(n, _)| n);
-            if let Some(eds) = self.types.get_mut(&ResourceType::Endpoints)
+            if let Some(eds) = self.types.get_mut(ResourceType::Endpoints)
                 && warming.clone().any(|n| eds.names.contains(&**n))
             {
                 eds.sent_version = None;
@@ -993,7 +1019,7 @@ async fn sotw_loop(
 ) -> Result<(), Status> {
     let node_id = opened.node_id.clone();
     let mut st = SotwStream {
-        types: BTreeMap::new(),
+        types: PerType::default(),
         nonce: 0,
         sent_clusters: HashMap::new(),
     };
@@ -1003,7 +1029,7 @@ async fn sotw_loop(
         if let Some(req) = next.take() {
             check_node(req.node.as_ref(), &node_id)?;
             if let Some(t) = ResourceType::from_type_url(&req.type_url) {
-                let state = st.types.entry(t).or_default();
+                let state = st.types.entry(t);
                 let stale = !req.response_nonce.is_empty()
                     && state.nonce.as_deref() != Some(req.response_nonce.as_str());
                 if !stale {

@@ -277,10 +277,10 @@ fn a_memo_shared_by_the_proxies_of_a_mesh_changes_no_plan() {
     let ctx = context(&input);
     let endpoints = MeshEndpoints::compute(&ctx);
     let alone = |dp| generate_with(&ctx, &endpoints, dp, ProxyMeta::default()).resources;
-    let listener = |plans: &[ResourcePlan]| {
+    let listener = |plans: &[std::sync::Arc<ResourcePlan>]| {
         plans
             .iter()
-            .find_map(|p| match p {
+            .find_map(|p| match &**p {
                 ResourcePlan::Listener(l) if l.name == "outbound:127.0.0.1:10001" => {
                     Some(l.clone())
                 }
