@@ -208,7 +208,8 @@ impl http_body::Body for Inbox {
     }
 }
 
-/// Wakes the connection's task and marks its stream to be polled.
+/// Wakes the connection's task and marks its stream (or its socket) to be
+/// polled.
 struct StreamWake {
     ready: AtomicBool,
     connection: Arc<AtomicWaker>,
@@ -486,6 +487,12 @@ struct Connection<IO, F, B> {
     last_stream: u32,
     streams: Vec<Stream<B>>,
     waker: Arc<AtomicWaker>,
+    /// The waker reads register with the socket: it marks the socket
+    /// readable and wakes the connection's task.
+    read_wake: Arc<StreamWake>,
+    read_waker: Waker,
+    /// The last read ended `Pending`: the socket will wake `read_wake`.
+    read_armed: bool,
     goaway: bool,
     read_closed: bool,
     /// Streams reset by the client or refused by us since `resets_since`.
@@ -509,6 +516,11 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
 {
+    let waker = Arc::new(AtomicWaker::new());
+    let read_wake = Arc::new(StreamWake {
+        ready: AtomicBool::new(false),
+        connection: waker.clone(),
+    });
     let mut c = Connection {
         io,
         ads: ads.clone(),
@@ -528,7 +540,10 @@ where
         recv_unacked: 0,
         last_stream: 0,
         streams: Vec::new(),
-        waker: Arc::new(AtomicWaker::new()),
+        waker: waker.clone(),
+        read_waker: Waker::from(read_wake.clone()),
+        read_wake,
+        read_armed: false,
         goaway: false,
         read_closed: false,
         resets: 0,
@@ -566,13 +581,21 @@ where
             let mut again = false;
             // Nothing more is read while the client does not read what
             // it is sent (PINGs and SETTINGS are answered in `out`).
-            if !self.read_closed && self.out.buf.len() < WRITE_HIGH {
-                match self.poll_read(cx) {
+            // Read when the socket woke us, or when no read is waiting on
+            // it: a stream's wake (a snapshot to push) costs no read.
+            let due = self.read_wake.ready.swap(false, Ordering::Acquire) || !self.read_armed;
+            if due && !self.read_closed && self.out.buf.len() < WRITE_HIGH {
+                self.read_armed = false;
+                let waker = self.read_waker.clone();
+                match self.poll_read(&mut Context::from_waker(&waker)) {
                     Poll::Ready(Ok(0)) => self.read_closed = true,
                     Poll::Ready(Ok(_)) => again = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
+                    Poll::Pending => self.read_armed = true,
                 }
+            } else if due {
+                // Not read now (output backed up): read on the next turn.
+                self.read_wake.ready.store(true, Ordering::Relaxed);
             }
             if self.read_closed {
                 // The client is gone (or half-closed its side, which

@@ -10,7 +10,7 @@ use crate::plan::{
 use crate::timeout::{ClusterTimeouts, Timeouts};
 use crate::wire::Decimal;
 use kuma_policy::{DestinationRef, InboundRef, ProxyRef, ProxyRules};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Everything generated for one proxy.
@@ -264,7 +264,6 @@ pub fn generate_memo<'a>(
         .extend(selection.errors.iter().map(ToString::to_string));
 
     // Inbounds: the proxy's address -> the local application.
-    let mut seen_clusters = BTreeSet::new();
     for (inbound, iref) in net.inbound.iter().zip(&proxy.inbounds) {
         let protocol = Protocol::parse(
             inbound
@@ -279,7 +278,12 @@ pub fn generate_memo<'a>(
             .clone()
             .unwrap_or_else(|| "127.0.0.1".into());
         let cluster = name_of("localhost", None, service_port);
-        if seen_clusters.insert(cluster.clone()) {
+        // Inbounds are few: the plan so far is where to look.
+        let seen = plan
+            .resources
+            .iter()
+            .any(|r| matches!(&**r, ResourcePlan::Cluster(c) if c.name == cluster));
+        if !seen {
             plan.resources
                 .push(Arc::new(ResourcePlan::Cluster(ClusterPlan {
                     name: cluster.clone(),
@@ -377,11 +381,11 @@ pub fn generate_memo<'a>(
         plan.resources.push(dns);
     }
 
-    // One EDS cluster and its endpoints per MeshService port used.
+    // One EDS cluster and its endpoints per MeshService port used, by name
+    // (the same plan whatever the order of the outbounds).
+    used.sort_by(|a, b| a[0].name().cmp(b[0].name()));
+    used.dedup_by(|a, b| a[0].name() == b[0].name());
     for [cluster, endpoints] in used {
-        if !seen_clusters.insert(cluster.name().to_string()) {
-            continue;
-        }
         plan.resources.push(cluster);
         plan.resources.push(endpoints);
     }

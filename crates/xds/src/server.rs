@@ -711,9 +711,14 @@ impl DeltaStream {
                 continue;
             }
             wanted += 1;
-            let held = state.held.get(&**name);
             let due = t == ResourceType::Endpoints && self.eds_due.contains(&**name);
-            if !due && held.is_some_and(|v| Arc::ptr_eq(v, &r.version) || **v == *r.version) {
+            // One lookup: the version held is replaced where it is.
+            let held = state.held.get_mut(&**name);
+            if !due
+                && held
+                    .as_ref()
+                    .is_some_and(|v| Arc::ptr_eq(v, &r.version) || ***v == *r.version)
+            {
                 continue;
             }
             if due {
@@ -725,10 +730,11 @@ impl DeltaStream {
                 self.eds_due.insert(name.clone());
             }
             resources.push(r.delta.clone());
-            undo.push((
-                name.clone(),
-                state.held.insert(name.clone(), r.version.clone()),
-            ));
+            let before = match held {
+                Some(v) => Some(std::mem::replace(v, r.version.clone())),
+                None => state.held.insert(name.clone(), r.version.clone()),
+            };
+            undo.push((name.clone(), before));
         }
         // Held beyond what is wanted: gone (no search when nothing is).
         let mut gone: Vec<Arc<str>> = if state.held.len() == wanted {
