@@ -154,8 +154,9 @@ async fn bootstrap(
 }
 
 /// What the dp-server serves: `/bootstrap` and both ADS methods in one
-/// router, and the delta ADS service on its own for HTTP/2 connections,
-/// which take that path without the router (see [`serve`]).
+/// router, and the delta ADS service on its own for the HTTP/2
+/// connections of [`kuma_xds::conn`], which serve delta streams without
+/// the router (see [`serve`]).
 #[derive(Clone)]
 pub struct Routes {
     router: Router,
@@ -215,11 +216,10 @@ fn shard_count(cores: usize) -> usize {
 }
 
 /// The threads that serve the dp-server's connections, each a runtime of
-/// one worker; a connection stays on one of them for its whole life. A
-/// proxy's HTTP/2 connection task and its ADS stream task then always run
-/// on the same thread: no hand-off between worker threads for every
-/// response and ACK, no stealing. Dropping `Shards` ends the threads and
-/// every connection on them.
+/// one worker; a connection stays on one of them for its whole life: no
+/// hand-off between worker threads for every response and ACK, no
+/// stealing. Dropping `Shards` ends the threads and every connection on
+/// them.
 struct Shards {
     runtimes: Vec<tokio::runtime::Runtime>,
     next: usize,
@@ -266,10 +266,11 @@ impl Drop for Shards {
     }
 }
 
-/// Accepts TLS connections and serves `routes` on each: HTTP/2 when the
-/// client asked for it by ALPN (Envoy, gRPC clients), else HTTP/1.1 or
-/// HTTP/2 by what the client sends. Connections are served on [`Shards`]
-/// (on the calling runtime if its threads cannot start).
+/// Accepts TLS connections and serves `routes` on each: HTTP/2 with
+/// [`kuma_xds::conn`] when the client asked for it by ALPN (Envoy, gRPC
+/// clients), else HTTP/1.1 or HTTP/2 by what the client sends, with hyper.
+/// Connections are served on [`Shards`] (on the calling runtime if its
+/// threads cannot start).
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, routes: Routes) {
     let main = tokio::runtime::Handle::current();
     let mut shards = match Shards::start() {
