@@ -594,8 +594,9 @@ where
                     Poll::Pending => self.read_armed = true,
                 }
             } else if due {
-                // Not read now (output backed up): read on the next turn.
-                self.read_wake.ready.store(true, Ordering::Relaxed);
+                // Not read now (output backed up), and the socket's wake is
+                // spent: read once the output drains (see below).
+                self.read_armed = false;
             }
             if self.read_closed {
                 // The client is gone (or half-closed its side, which
@@ -612,6 +613,12 @@ where
                 return Poll::Ready(Ok(()));
             }
             if !again {
+                // Never parked without a read waiting on the socket, unless
+                // the client is not reading what it is sent (the write
+                // waits then, and wakes us).
+                if !self.read_armed && !self.read_closed && self.out.buf.len() < WRITE_HIGH {
+                    continue;
+                }
                 return Poll::Pending;
             }
         }

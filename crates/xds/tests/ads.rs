@@ -936,12 +936,9 @@ async fn http2_header_blocks_are_read_through_padding_priority_and_continuation(
     assert_eq!(field(b"grpc-status").as_deref(), Some("12"));
 }
 
-#[tokio::test]
-async fn a_response_larger_than_the_clients_window_arrives_whole() {
-    let (cache, _events, addr) = serve().await;
-    // 2 000 listeners: an LDS response of some 200 KB, through a stream
-    // window of 16 KB and a connection window of 64 KB.
-    let plans: Vec<ResourcePlan> = (0..2000u32)
+/// `n` outbound listeners (some 100 bytes each on the wire).
+fn listeners(n: u32) -> Vec<ResourcePlan> {
+    (0..n)
         .map(|i| {
             ResourcePlan::Listener(ListenerPlan {
                 name: format!("outbound:127.0.0.1:{}", 20000 + i),
@@ -960,7 +957,91 @@ async fn a_response_larger_than_the_clients_window_arrives_whole() {
                 },
             })
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn http2_frames_are_read_again_once_a_blocked_write_drains() {
+    // A response of some 600 KB to a client that does not read at first,
+    // through small socket buffers: the server's output backs up past the
+    // point where it stops reading. The PING sent meanwhile must be read
+    // (and answered) once the client has drained the response.
+    let cache = Arc::new(SnapshotCache::new());
+    cache.set(NODE, &listeners(6000));
+    let ads =
+        AdsServer::new(cache, Arc::new(TokenAuth), Arc::new(Recorder::default())).into_service();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&tcp)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let _ = conn::serve(&ads, tcp, |_req: http::Request<conn::RequestBody>| async {
+            http::Response::new(Once(None))
+        })
+        .await;
+    });
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let mut c = RawH2 {
+        tcp,
+        buf: Vec::new(),
+    };
+    {
+        use tokio::io::AsyncWriteExt;
+        c.tcp
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    // Windows as large as they go: only the sockets hold the response back.
+    c.send(4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]).await;
+    c.send(8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes())
+        .await;
+    let block = loona_hpack::Encoder::new().encode([
+        (&b":method"[..], &b"POST"[..]),
+        (b":scheme", b"http"),
+        (b":path", kuma_xds::DELTA_PATH.as_bytes()),
+        (b":authority", b"localhost"),
+        (b"content-type", b"application/grpc"),
+        (b"authorization", b"good"),
+    ]);
+    c.send(1, 0x4, 1, &block).await;
+    let mut first = sub(ResourceType::Listener, &[]);
+    first.node = node(NODE);
+    let msg = prost::Message::encode_to_vec(&first);
+    let mut data = vec![0];
+    data.extend((msg.len() as u32).to_be_bytes());
+    data.extend(msg);
+    c.send(0, 0, 1, &data).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.send(6, 0, 0, b"drained?").await;
+    let mut response = 0;
+    loop {
+        let (ty, flags, stream, payload) = c.frame().await.expect("connection open");
+        match (ty, stream) {
+            (0, 1) => response += payload.len(),
+            (6, 0) if flags & 0x1 != 0 => {
+                assert_eq!(payload, b"drained?");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        response > 300_000,
+        "{response} bytes of response before the PING's ACK"
+    );
+}
+
+#[tokio::test]
+async fn a_response_larger_than_the_clients_window_arrives_whole() {
+    let (cache, _events, addr) = serve().await;
+    // 2 000 listeners: an LDS response of some 200 KB, through a stream
+    // window of 16 KB and a connection window of 64 KB.
+    let plans = listeners(2000);
     cache.set(NODE, &plans);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
