@@ -429,7 +429,7 @@ type Frame<'a> = (u8, u8, u32, &'a [u8]);
 /// whole frame is there.
 fn split_frame(buf: &[u8]) -> Option<(Frame<'_>, &[u8])> {
     let head = buf.get(..9)?;
-    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+    let len = announced_len(head)?;
     let payload = buf.get(9..9 + len)?;
     let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
     Some(((head[3], head[4], stream, payload), &buf[9 + len..]))

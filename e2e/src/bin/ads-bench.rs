@@ -223,7 +223,10 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
             let before_bytes = server.ads_stats.bytes.load(Ordering::Relaxed);
             let before_resps = server.ads_stats.responses.load(Ordering::Relaxed);
             let before_acks = server.ads_stats.acks.load(Ordering::Relaxed);
-            let sample = server.cache.get("default.dp-0").expect("snapshot");
+            let sample = server
+                .cache
+                .get("default.dp-0")
+                .ok_or_else(|| anyhow::anyhow!("dp-0 has no snapshot before the change"))?;
             writeln!(to_child, "MARK")?;
             to_child.flush()?;
             let started = Instant::now();
@@ -257,7 +260,10 @@ async fn server_main(n: usize) -> anyhow::Result<()> {
             }
             let cpu_ms = (cpu_time() - before_cpu).as_secs_f64() * 1000.0;
             let bytes = server.ads_stats.bytes.load(Ordering::Relaxed) - before_bytes;
-            let after = server.cache.get("default.dp-0").expect("snapshot");
+            let after = server
+                .cache
+                .get("default.dp-0")
+                .ok_or_else(|| anyhow::anyhow!("dp-0 has no snapshot after the change"))?;
             let mut changed_size = 0usize;
             let mut kinds = std::collections::BTreeSet::new();
             for r in after.iter() {
