@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A cold run is a one-shot build; incremental caches would add some 3 GB to
+# target/ (set CARGO_INCREMENTAL=1 to keep them when iterating).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 scripts/install-test-deps.sh
 if [ -x e2e/install-deps.sh ]; then e2e/install-deps.sh; fi
 
