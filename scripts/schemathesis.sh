@@ -25,9 +25,16 @@ if ! "$PYTHON" -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESI
 fi
 
 cd "$ROOT"
-cargo build --quiet -p kuma-cp-bin -p kuma-dp-bin
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-KUMA_CP="$TARGET_DIR/debug/kuma-cp"
+if [[ -n "${KUMA_TEST_BIN_DIR:-}" && -x "$KUMA_TEST_BIN_DIR/kuma-cp" ]]; then
+    # Built by scripts/test.sh's `cargo test`: a `cargo build` here would
+    # resolve features without the dev-dependencies' and compile the whole
+    # workspace a second time (minutes, and some 1.5 GB of target/).
+    KUMA_CP="$KUMA_TEST_BIN_DIR/kuma-cp"
+else
+    cargo build --quiet -p kuma-cp-bin
+    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    KUMA_CP="$TARGET_DIR/debug/kuma-cp"
+fi
 
 free_port() {
     "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

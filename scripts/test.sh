@@ -17,6 +17,7 @@ if [ -x e2e/install-deps.sh ]; then e2e/install-deps.sh; fi
 # KUMA_TEST_BIN_DIR instead of running cargo build (which resolves features
 # differently and would link both binaries again).
 cargo test --workspace --all-targets --no-run
-KUMA_TEST_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" cargo test --workspace --all-targets
+export KUMA_TEST_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+cargo test --workspace --all-targets
 
-if [ -x scripts/schemathesis.sh ]; then scripts/schemathesis.sh; fi
+scripts/schemathesis.sh
