@@ -15,7 +15,8 @@ use kuma_store::{ChangeEvent, ListFilter, ResourceStore, StoreError, Write};
 use kuma_xds::input::SERVICE_TAG;
 use kuma_xds::plan::{EndpointSet, ResourcePlan};
 use kuma_xds::{
-    BuildMemo, MeshContext, MeshEndpoints, OutboundMemo, ProxyMeta, SnapshotCache, generate_memo,
+    BuildMemo, MeshContext, MeshEndpoints, OutboundMemo, ProxyMeta, SlotHandle, SnapshotCache,
+    Staged, generate_memo,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -70,11 +71,16 @@ pub struct SyncConfig {
 struct ProxyDeps {
     /// Its snapshot's key, made once.
     node_id: String,
+    /// Its place in the snapshot cache, found once.
+    slot: SlotHandle,
     /// What the proxy reported when it connected.
     meta: ProxyMeta,
     /// The Dataplane `services` and `all_services` were taken from.
     dataplane: Option<Arc<kuma_xds::input::DataplaneView>>,
     clusters: BTreeSet<String>,
+    /// A digest of `clusters` in the order the plan lists them: a plan
+    /// with the same clusters is recognised without a set lookup each.
+    clusters_digest: u64,
     /// MeshService names and `kuma.io/service` values its outbounds name.
     services: BTreeSet<String>,
     /// Transparent proxying: depends on every MeshService.
@@ -498,8 +504,8 @@ impl Sync {
         }
 
         let mut generated = 0usize;
-        // Published together once every affected proxy's snapshot is built
-        // (see `SnapshotCache::publish`).
+        // Streams woken together once every affected proxy's snapshot is
+        // set (see `SnapshotCache::stage`).
         let proxies: usize = regenerate
             .iter()
             .map(|(mesh, affected)| match affected {
@@ -509,7 +515,7 @@ impl Sync {
             .sum();
         // Sized up front: grown by doubling, a 10k-proxy batch reallocates
         // into fresh pages the kernel has to zero.
-        let mut built = Vec::with_capacity(proxies);
+        let mut staged = Staged::with_capacity(proxies);
         for (mesh, affected) in regenerate {
             let Some(state) = self.meshes.get_mut(&mesh) else {
                 continue;
@@ -541,10 +547,9 @@ impl Sync {
                 if deps.node_id.is_empty() {
                     deps.node_id = crate::bootstrap::node_id(&mesh, name);
                 }
-                built.push((
-                    deps.node_id.clone(),
-                    Arc::new(self.cache.build_shared(&plan.resources, &mut built_memo)),
-                ));
+                let snapshot = Arc::new(self.cache.build_shared(&plan.resources, &mut built_memo));
+                self.cache
+                    .stage(&mut deps.slot, &deps.node_id, snapshot, &mut staged);
             };
             match affected {
                 Affected::All => {
@@ -561,7 +566,7 @@ impl Sync {
                 }
             }
         }
-        let pushed = self.cache.publish(built);
+        let pushed = staged.wake();
         if generated > 0 {
             info!(generated, pushed, "proxies regenerated");
         }
@@ -744,11 +749,23 @@ fn refresh_deps(
         ResourcePlan::Endpoints(e) => Some(&e.cluster),
         _ => None,
     });
-    if clusters.clone().count() != deps.clusters.len()
-        || !clusters.clone().all(|c| deps.clusters.contains(c))
+    // The plan's names are shared by the proxies of the batch (in cache);
+    // the set is this proxy's own, and looked at only when they differ.
+    let digest = {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        for c in clusters.clone() {
+            c.hash(&mut h);
+        }
+        h.finish()
+    };
+    if digest != deps.clusters_digest
+        && (clusters.clone().count() != deps.clusters.len()
+            || !clusters.clone().all(|c| deps.clusters.contains(c)))
     {
         deps.clusters = clusters.cloned().collect();
     }
+    deps.clusters_digest = digest;
     if deps.dataplane.as_ref().is_some_and(|d| Arc::ptr_eq(d, dp)) {
         return;
     }

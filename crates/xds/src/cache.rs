@@ -7,6 +7,7 @@ use crate::wire::encode_resource;
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -124,11 +125,14 @@ pub struct SnapshotCache {
 }
 
 /// One proxy's snapshot and the streams waiting for the next one. A
-/// stream checks it each time its task runs (every ACK, every change): a
-/// version compare under an uncontended lock, and its waker kept unless
-/// the task's changed.
+/// stream checks it each time its task runs (every ACK, every change). A
+/// stream whose waker is registered and not yet taken finds that out from
+/// `drains` alone, without the lock (see [`SnapshotWatch::poll_changed`]).
 #[derive(Default)]
 struct Slot {
+    /// How many times the waiting wakers were taken (by a new snapshot, or
+    /// the proxy being forgotten). Changed only under `state`'s lock.
+    drains: AtomicU64,
     state: Mutex<SlotState>,
 }
 
@@ -139,14 +143,65 @@ struct SlotState {
     version: u64,
     /// The proxy was forgotten: its watches end.
     closed: bool,
-    /// Watches waiting for the next snapshot, by watch id.
-    waiting: Vec<(u64, Waker)>,
+    waiting: Waiting,
     next_watch: u64,
+}
+
+/// Watches waiting for the next snapshot, by watch id. A proxy has one
+/// stream, so one waker, almost always: it is kept in the slot itself
+/// (no other allocation to reach on every check).
+#[derive(Default)]
+struct Waiting {
+    first: Option<(u64, Waker)>,
+    more: Vec<(u64, Waker)>,
+}
+
+impl Waiting {
+    fn register(&mut self, id: u64, waker: &Waker) {
+        let entry = match &mut self.first {
+            Some(first) if first.0 == id => Some(first),
+            _ => self.more.iter_mut().find(|(i, _)| *i == id),
+        };
+        if let Some((_, w)) = entry {
+            if !w.will_wake(waker) {
+                *w = waker.clone();
+            }
+        } else if self.first.is_none() {
+            self.first = Some((id, waker.clone()));
+        } else {
+            self.more.push((id, waker.clone()));
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if self.first.as_ref().is_some_and(|(i, _)| *i == id) {
+            self.first = None;
+        } else {
+            self.more.retain(|(i, _)| *i != id);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// Every waker, each once; none left.
+    fn take(&mut self, into: &mut Vec<Waker>) {
+        into.extend(self.first.take().map(|(_, w)| w));
+        into.extend(self.more.drain(..).map(|(_, w)| w));
+    }
 }
 
 impl Slot {
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the waiting wakers (under `st`, this slot's lock).
+    fn drain(&self, st: &mut SlotState, into: &mut Vec<Waker>) {
+        self.drains.fetch_add(1, Ordering::Release);
+        st.waiting.take(into);
     }
 }
 
@@ -155,6 +210,9 @@ pub struct SnapshotWatch {
     slot: Arc<Slot>,
     id: u64,
     seen: u64,
+    /// The waker registered in the slot, and the slot's `drains` then:
+    /// while `drains` has not moved, it is still there.
+    registered: Option<(u64, Waker)>,
 }
 
 impl SnapshotWatch {
@@ -167,6 +225,15 @@ impl SnapshotWatch {
     /// A snapshot newer than the last one this watch returned (`Some`), or
     /// the end (`None`): the proxy was forgotten.
     pub fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<Arc<Snapshot>>>> {
+        // Nothing new since the waker was registered, and it is the same
+        // waker: nothing to do. A snapshot set after this load takes the
+        // registered waker, which then wakes the task to look again.
+        if let Some((drains, waker)) = &self.registered
+            && self.slot.drains.load(Ordering::Acquire) == *drains
+            && waker.will_wake(cx.waker())
+        {
+            return Poll::Pending;
+        }
         let mut st = self.slot.lock();
         if st.version != self.seen {
             self.seen = st.version;
@@ -175,14 +242,8 @@ impl SnapshotWatch {
         if st.closed {
             return Poll::Ready(None);
         }
-        match st.waiting.iter_mut().find(|(id, _)| *id == self.id) {
-            Some((_, waker)) => {
-                if !waker.will_wake(cx.waker()) {
-                    *waker = cx.waker().clone();
-                }
-            }
-            None => st.waiting.push((self.id, cx.waker().clone())),
-        }
+        st.waiting.register(self.id, cx.waker());
+        self.registered = Some((self.slot.drains.load(Ordering::Relaxed), cx.waker().clone()));
         Poll::Pending
     }
 
@@ -194,7 +255,39 @@ impl SnapshotWatch {
 
 impl Drop for SnapshotWatch {
     fn drop(&mut self) {
-        self.slot.lock().waiting.retain(|(id, _)| *id != self.id);
+        self.slot.lock().waiting.remove(self.id);
+    }
+}
+
+/// A proxy's place in a [`SnapshotCache`], kept by whoever sets its
+/// snapshots: a set through it needs no lookup by node id. Empty until
+/// first used.
+#[derive(Default)]
+pub struct SlotHandle(Option<Arc<Slot>>);
+
+/// Snapshots set by [`SnapshotCache::stage`] whose streams are still to be
+/// woken, all at once by [`Staged::wake`].
+#[derive(Default)]
+pub struct Staged {
+    wake: Vec<Waker>,
+    changed: usize,
+}
+
+impl Staged {
+    /// Room for the streams of `proxies` proxies (one each, mostly).
+    pub fn with_capacity(proxies: usize) -> Self {
+        Staged {
+            wake: Vec::with_capacity(proxies),
+            changed: 0,
+        }
+    }
+
+    /// Wakes the streams of every changed snapshot; returns how many changed.
+    pub fn wake(self) -> usize {
+        for waker in self.wake {
+            waker.wake();
+        }
+        self.changed
     }
 }
 
@@ -288,33 +381,52 @@ impl SnapshotCache {
     }
 
     /// Sets the snapshots of many proxies at once, waking the streams of
-    /// those whose snapshot changed; returns how many did. Building every
-    /// snapshot of a change first and then waking all their streams in one
-    /// go lets the threads that serve the streams find them queued, instead
-    /// of being woken (and parking again) once per proxy while the rest
-    /// are still being built.
+    /// those whose snapshot changed; returns how many did.
     pub fn publish(&self, snaps: impl IntoIterator<Item = (String, Arc<Snapshot>)>) -> usize {
-        let mut wake = Vec::new();
-        let mut changed = 0;
-        {
-            let mut proxies = self.lock_proxies();
-            for (node_id, snap) in snaps {
-                let slot = proxies.entry(node_id).or_default();
-                let mut st = slot.lock();
-                if st.snapshot.as_ref().is_some_and(|c| c.same_as(&snap)) {
-                    continue;
-                }
-                st.snapshot = Some(snap);
-                st.version += 1;
-                wake.extend(st.waiting.drain(..).map(|(_, w)| w));
-                changed += 1;
+        let mut staged = Staged::default();
+        for (node_id, snap) in snaps {
+            self.stage(&mut SlotHandle::default(), &node_id, snap, &mut staged);
+        }
+        staged.wake()
+    }
+
+    /// Sets a proxy's snapshot (through `handle`, which remembers its slot)
+    /// without waking its streams yet: building every snapshot of a change
+    /// first and then waking all their streams in one go ([`Staged::wake`])
+    /// lets the threads that serve the streams find them queued, instead of
+    /// being woken (and parking again) once per proxy while the rest are
+    /// still being built.
+    pub fn stage(
+        &self,
+        handle: &mut SlotHandle,
+        node_id: &str,
+        snap: Arc<Snapshot>,
+        staged: &mut Staged,
+    ) {
+        loop {
+            let slot = handle.0.get_or_insert_with(|| {
+                self.lock_proxies()
+                    .entry(node_id.to_string())
+                    .or_default()
+                    .clone()
+            });
+            let mut st = slot.lock();
+            if st.closed {
+                // Forgotten since the handle was made: the proxy's slot
+                // now is whichever the cache holds (or a new one).
+                drop(st);
+                handle.0 = None;
+                continue;
             }
+            if st.snapshot.as_ref().is_some_and(|c| c.same_as(&snap)) {
+                return;
+            }
+            st.snapshot = Some(snap);
+            st.version += 1;
+            slot.drain(&mut st, &mut staged.wake);
+            staged.changed += 1;
+            return;
         }
-        // Woken with no lock held.
-        for waker in wake {
-            waker.wake();
-        }
-        changed
     }
 
     fn lock_proxies(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<String, Arc<Slot>>> {
@@ -333,7 +445,12 @@ impl SnapshotCache {
             st.next_watch += 1;
             (st.next_watch, st.version)
         };
-        SnapshotWatch { slot, id, seen }
+        SnapshotWatch {
+            slot,
+            id,
+            seen,
+            registered: None,
+        }
     }
 
     pub fn get(&self, node_id: &str) -> Option<Arc<Snapshot>> {
@@ -346,13 +463,14 @@ impl SnapshotCache {
     pub fn remove(&self, node_id: &str) {
         let slot = self.lock_proxies().remove(node_id);
         if let Some(slot) = slot {
-            let waiting = {
+            let mut waiting = Vec::new();
+            {
                 let mut st = slot.lock();
                 st.closed = true;
                 st.snapshot = None;
-                std::mem::take(&mut st.waiting)
-            };
-            for (_, waker) in waiting {
+                slot.drain(&mut st, &mut waiting);
+            }
+            for waker in waiting {
                 waker.wake();
             }
         }
@@ -490,5 +608,122 @@ mod tests {
             "a stream still opening gets nothing"
         );
         assert!(cache.get("p").is_none());
+    }
+
+    /// A waker that counts its wakes.
+    fn counting() -> (Waker, Arc<std::sync::atomic::AtomicUsize>) {
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (Waker::from(Arc::new(Count(n.clone()))), n)
+    }
+
+    #[test]
+    fn a_watch_polled_again_keeps_its_waker_and_a_new_task_replaces_it() {
+        let cache = SnapshotCache::new();
+        let mut watch = cache.watch("p");
+        let (a, woken_a) = counting();
+        let (b, woken_b) = counting();
+        // Polled again and again with the same waker (every ACK): one
+        // registration, and a new snapshot wakes it once.
+        for _ in 0..3 {
+            assert!(
+                watch
+                    .poll_changed(&mut Context::from_waker(&a))
+                    .is_pending()
+            );
+        }
+        assert_eq!(cache.proxies.lock().unwrap()["p"].lock().waiting.len(), 1);
+        assert!(cache.set("p", &[cluster("a", 1)]));
+        assert_eq!(woken_a.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            watch.poll_changed(&mut Context::from_waker(&a)),
+            Poll::Ready(Some(Some(_)))
+        ));
+        // Registered with `a`, then polled from another task: `b` is woken.
+        assert!(
+            watch
+                .poll_changed(&mut Context::from_waker(&a))
+                .is_pending()
+        );
+        assert!(
+            watch
+                .poll_changed(&mut Context::from_waker(&b))
+                .is_pending()
+        );
+        assert!(cache.set("p", &[cluster("a", 2)]));
+        assert_eq!(woken_a.load(Ordering::SeqCst), 1);
+        assert_eq!(woken_b.load(Ordering::SeqCst), 1);
+        // Nothing new: pending, with nothing left registered twice.
+        assert!(matches!(
+            watch.poll_changed(&mut Context::from_waker(&b)),
+            Poll::Ready(Some(Some(_)))
+        ));
+        assert!(
+            watch
+                .poll_changed(&mut Context::from_waker(&b))
+                .is_pending()
+        );
+        assert_eq!(cache.proxies.lock().unwrap()["p"].lock().waiting.len(), 1);
+        // Forgotten: the registered waker is woken and the watch ends.
+        cache.remove("p");
+        assert_eq!(woken_b.load(Ordering::SeqCst), 2);
+        assert!(matches!(
+            watch.poll_changed(&mut Context::from_waker(&b)),
+            Poll::Ready(None)
+        ));
+    }
+
+    #[test]
+    fn a_slot_handle_follows_a_proxy_forgotten_and_back() {
+        let cache = SnapshotCache::new();
+        let mut handle = SlotHandle::default();
+        let stage = |handle: &mut SlotHandle, connect_ms| {
+            let mut staged = Staged::default();
+            let snap = Arc::new(cache.build(&[cluster("a", connect_ms)]));
+            cache.stage(handle, "p", snap, &mut staged);
+            staged.wake()
+        };
+        let mut first = cache.watch("p");
+        assert_eq!(stage(&mut handle, 1), 1);
+        assert_eq!(stage(&mut handle, 1), 0, "the same snapshot again");
+        let (w, woken) = counting();
+        assert!(matches!(
+            first.poll_changed(&mut Context::from_waker(&w)),
+            Poll::Ready(Some(Some(_)))
+        ));
+        assert!(
+            first
+                .poll_changed(&mut Context::from_waker(&w))
+                .is_pending()
+        );
+        // Staged: set, but its stream is woken only by `wake`.
+        let mut staged = Staged::default();
+        cache.stage(
+            &mut handle,
+            "p",
+            Arc::new(cache.build(&[cluster("a", 2)])),
+            &mut staged,
+        );
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        assert_eq!(staged.wake(), 1);
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        // The proxy is forgotten and comes back: the old handle reaches
+        // the new slot, so the new stream gets the snapshot.
+        cache.remove("p");
+        let mut second = cache.watch("p");
+        assert_eq!(stage(&mut handle, 3), 1);
+        let got = futures::executor::block_on(second.changed())
+            .expect("open")
+            .expect("a snapshot");
+        assert_eq!(
+            got.get(ResourceType::Cluster, "a").unwrap().plan,
+            cluster("a", 3)
+        );
+        assert!(Arc::ptr_eq(&cache.get("p").expect("set"), &got));
     }
 }

@@ -25,7 +25,9 @@ pub mod server;
 pub mod timeout;
 pub mod wire;
 
-pub use cache::{BuildMemo, Snapshot, SnapshotCache, SnapshotWatch, VersionedResource};
+pub use cache::{
+    BuildMemo, SlotHandle, Snapshot, SnapshotCache, SnapshotWatch, Staged, VersionedResource,
+};
 pub use generate::{
     MeshEndpoints, OutboundMemo, ProxyMeta, ProxyPlan, generate, generate_memo, generate_with,
     service_cluster_name,
