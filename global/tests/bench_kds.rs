@@ -1,5 +1,5 @@
 //! KDS benchmarks (run in release, results in docs/benchmarks/kds-*.md):
-//! `cargo test --release -p kuma-global --test bench_kds -- --ignored --nocapture`
+//! `cargo test --release -p kuma-global --test global bench_kds -- --ignored --nocapture`
 //!
 //! In process: the global KDS server over TLS on loopback, zones as real
 //! `kuma_kds::zone::run` clients on embedded SQLite (cached) stores.

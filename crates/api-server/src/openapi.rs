@@ -1,7 +1,7 @@
 //! The OpenAPI 3.0 document, built from the same descriptors the router uses
 //! and the model's schemas (schemars), so it cannot drift from the server.
 //! `api/openapi.yaml` is this document; `tests/openapi.rs` fails when they differ
-//! (`UPDATE_OPENAPI=1 cargo test -p kuma-api-server --test openapi` rewrites it).
+//! (`UPDATE_OPENAPI=1 cargo test -p kuma-api-server --test api openapi` rewrites it).
 
 use crate::error::ErrorBody;
 use crate::insights::{GlobalInsight, MeshInsight, ServiceInsight};

@@ -1,8 +1,6 @@
 //! Multizone write rules: what the global and a federated zone refuse.
 
-mod common;
-
-use common::{Backend, dataplane, mesh_timeout, start_with};
+use crate::common::{Backend, dataplane, mesh_timeout, start_with};
 use kuma_api_server::ApiConfig;
 use kuma_model::labels::Mode;
 use kuma_model::{ResourceKey, ResourceKind, ResourceName};
@@ -11,7 +9,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 async fn synced(
-    server: &common::Server,
+    server: &crate::common::Server,
     kind: ResourceKind,
     name: &str,
     origin: &str,

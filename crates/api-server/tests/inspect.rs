@@ -1,8 +1,6 @@
 //! `_config` and `_rules`: what a proxy is served, from the zone's generator.
 
-mod common;
-
-use common::{dataplane, mesh_timeout, start};
+use crate::common::{dataplane, mesh_timeout, start};
 
 #[tokio::test]
 async fn config_and_rules_of_a_dataplane() {

@@ -1,9 +1,7 @@
 //! `api/openapi.yaml` is generated from the server code; these tests keep the
 //! committed file, the document and the router in step.
 //!
-//! `UPDATE_OPENAPI=1 cargo test -p kuma-api-server --test openapi` rewrites it.
-
-mod common;
+//! `UPDATE_OPENAPI=1 cargo test -p kuma-api-server --test api openapi` rewrites it.
 
 use kuma_api_server::error::{UNKNOWN_PATH, UNSERVED_METHOD};
 use kuma_api_server::openapi;
@@ -43,7 +41,7 @@ fn committed_openapi_matches_the_code() {
             });
         panic!(
             "api/openapi.yaml is out of date with the server code ({first_diff}).\n\
-             Regenerate it with:\n  UPDATE_OPENAPI=1 cargo test -p kuma-api-server --test openapi\n\
+             Regenerate it with:\n  UPDATE_OPENAPI=1 cargo test -p kuma-api-server --test api openapi\n\
              and commit the result."
         );
     }
@@ -162,7 +160,7 @@ fn every_kind_route_is_documented() {
 /// document meets the router's "no such endpoint" answers.
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
-    let s = common::start().await;
+    let s = crate::common::start().await;
     let doc = openapi::document();
     let mut unrouted = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {

@@ -1,9 +1,7 @@
 //! The REST API as a Kuma user meets it: a real server on 127.0.0.1, real
 //! HTTP, every assertion on status and body.
 
-mod common;
-
-use common::{Backend, Server, dataplane, mesh_timeout, start, start_with};
+use crate::common::{Backend, Server, dataplane, mesh_timeout, start, start_with};
 use kuma_api_server::ApiConfig;
 use kuma_model::ResourceKind;
 use reqwest::Method;
@@ -533,7 +531,7 @@ async fn invalid_bodies_list_every_violation() {
     body["labels"] = json!({ "bad key!": "v" });
     body["spec"]["targetRef"]["kind"] = json!("Nonsense");
     let r = s.put(path, &body).await.expect(400);
-    common::assert_kuma_error(&r.json, 400);
+    crate::common::assert_kuma_error(&r.json, 400);
     let f = r.invalid_fields();
     assert_eq!(r.json["title"], "Could not process a resource");
     for expected in ["mesh", "labels[\"bad key!\"]", "spec.targetRef.kind"] {
@@ -578,7 +576,7 @@ async fn invalid_fixtures_are_rejected_at_their_fields() {
             failures.push(format!("{file}: {} {}", r.status, r.text));
             continue;
         }
-        common::assert_kuma_error(&r.json, 400);
+        crate::common::assert_kuma_error(&r.json, 400);
         let mut got = r.invalid_fields();
         got.sort();
         if got != expected {
@@ -765,7 +763,7 @@ async fn oversized_bodies_get_413() {
     }
     let r = s.put("/meshes/default/meshtimeouts/big", &body).await;
     let r = r.expect(413);
-    common::assert_kuma_error(&r.json, 413);
+    crate::common::assert_kuma_error(&r.json, 413);
     assert!(
         r.json["detail"].as_str().unwrap().contains("512"),
         "{}",

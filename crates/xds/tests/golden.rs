@@ -1,6 +1,6 @@
 //! Golden tests: `tests/golden/NN.input.yaml` (a mesh and the proxy to build)
 //! -> `NN.golden.yaml` (the Envoy resources it gets). Refresh with
-//! `UPDATE_GOLDEN=1 cargo test -p kuma-xds --test golden`.
+//! `UPDATE_GOLDEN=1 cargo test -p kuma-xds --test xds golden`.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;

@@ -1,0 +1,6 @@
+//! Every integration test of the crate, one module per file, in one
+//! binary (see `autotests` in Cargo.toml).
+
+mod fixtures;
+mod kuma_cases;
+mod schema;

@@ -1,0 +1,5 @@
+//! Every integration test of the crate, one module per file, in one
+//! binary (see `autotests` in Cargo.toml).
+
+mod ads;
+mod golden;
