@@ -273,6 +273,16 @@ pub struct Staged {
     changed: usize,
 }
 
+impl Drop for Staged {
+    /// Dropped without [`Staged::wake`] (an early return): the streams of
+    /// the snapshots set are woken anyway, never left parked.
+    fn drop(&mut self) {
+        for waker in self.wake.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
 impl Staged {
     /// Room for the streams of `proxies` proxies (one each, mostly).
     pub fn with_capacity(proxies: usize) -> Self {
@@ -283,8 +293,8 @@ impl Staged {
     }
 
     /// Wakes the streams of every changed snapshot; returns how many changed.
-    pub fn wake(self) -> usize {
-        for waker in self.wake {
+    pub fn wake(mut self) -> usize {
+        for waker in self.wake.drain(..) {
             waker.wake();
         }
         self.changed
@@ -461,18 +471,22 @@ impl SnapshotCache {
     /// Forgets a proxy (its Dataplane is gone): its watches end, and a
     /// stream still opening gets no snapshot from it.
     pub fn remove(&self, node_id: &str) {
-        let slot = self.lock_proxies().remove(node_id);
-        if let Some(slot) = slot {
-            let mut waiting = Vec::new();
-            {
+        let mut waiting = Vec::new();
+        {
+            // Closed before the map's lock is let go: a `stage` through an
+            // old handle either finds the slot closed (and looks the proxy
+            // up again) or sets it before this clears it, never sets a
+            // slot that a new watch does not follow.
+            let mut proxies = self.lock_proxies();
+            if let Some(slot) = proxies.remove(node_id) {
                 let mut st = slot.lock();
                 st.closed = true;
                 st.snapshot = None;
                 slot.drain(&mut st, &mut waiting);
             }
-            for waker in waiting {
-                waker.wake();
-            }
+        }
+        for waker in waiting {
+            waker.wake();
         }
     }
 
@@ -712,6 +726,21 @@ mod tests {
         assert_eq!(woken.load(Ordering::SeqCst), 0);
         assert_eq!(staged.wake(), 1);
         assert_eq!(woken.load(Ordering::SeqCst), 1);
+        // Dropped without `wake` (an early return): woken all the same.
+        assert!(matches!(
+            first.poll_changed(&mut Context::from_waker(&w)),
+            Poll::Ready(Some(Some(_)))
+        ));
+        assert!(
+            first
+                .poll_changed(&mut Context::from_waker(&w))
+                .is_pending()
+        );
+        let mut staged = Staged::default();
+        let snap = Arc::new(cache.build(&[cluster("a", 5)]));
+        cache.stage(&mut handle, "p", snap, &mut staged);
+        drop(staged);
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
         // The proxy is forgotten and comes back: the old handle reaches
         // the new slot, so the new stream gets the snapshot.
         cache.remove("p");

@@ -215,13 +215,26 @@ struct StreamWake {
     connection: Arc<AtomicWaker>,
 }
 
+impl StreamWake {
+    /// Marks the stream to be polled, from the connection's own task. A
+    /// read-modify-write, not a store: a wake from another thread just
+    /// before (a new snapshot) stays in the flag's release sequence, so the
+    /// poll that takes the flag also sees what that thread wrote before
+    /// waking (the snapshot watch's fast path relies on it).
+    fn mark(&self) {
+        self.ready.fetch_or(true, Ordering::Relaxed);
+    }
+}
+
 impl Wake for StreamWake {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, Ordering::Release);
+        // A read-modify-write too (see `mark`): two threads waking the
+        // stream at once both stay in the release sequence.
+        self.ready.fetch_or(true, Ordering::Release);
         self.connection.wake();
     }
 }
@@ -965,7 +978,7 @@ where
                 let inbox = body.request_body_mut();
                 inbox.data.extend_from_slice(data);
                 inbox.ended |= end_stream;
-                s.wake.ready.store(true, Ordering::Relaxed);
+                s.wake.mark();
             }
             Handler::Call { inflow, .. } => {
                 let mut inflow = lock(inflow);
@@ -1071,7 +1084,7 @@ where
                     }
                 }
             }
-            s.wake.ready.store(true, Ordering::Relaxed);
+            s.wake.mark();
             return Ok(());
         }
         if stream.is_multiple_of(2) || stream <= self.last_stream {
@@ -1198,7 +1211,7 @@ where
                 continue;
             }
             if self.out.buf.len() >= WRITE_HIGH {
-                s.wake.ready.store(true, Ordering::Relaxed);
+                s.wake.mark();
                 deferred = true;
                 continue;
             }
