@@ -1,9 +1,7 @@
 //! config, generate, version, completion and error handling against a real
 //! kuma-cp.
 
-mod support;
-
-use support::{ControlPlane, Kumactl, assert_golden, free_port, jwt_claims};
+use crate::support::{ControlPlane, Kumactl, assert_golden, free_port, jwt_claims};
 
 #[test]
 fn control_planes_add_list_switch_remove() {

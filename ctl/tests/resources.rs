@@ -1,11 +1,9 @@
 //! apply, get, delete and inspect against a real kuma-cp.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::{ControlPlane, Kumactl, assert_golden, normalise_ages, valid_fixtures};
 use kuma_model::ResourceKind;
-use support::{ControlPlane, Kumactl, assert_golden, normalise_ages, valid_fixtures};
 
 const MESHES: &str = "\
 type: Mesh
