@@ -642,47 +642,24 @@ mod tests {
         let mut watch = cache.watch("p");
         let (a, woken_a) = counting();
         let (b, woken_b) = counting();
+        let waiting = || cache.proxies.lock().unwrap()["p"].lock().waiting.len();
         // Polled again and again with the same waker (every ACK): one
         // registration, and a new snapshot wakes it once.
         for _ in 0..3 {
-            assert!(
-                watch
-                    .poll_changed(&mut Context::from_waker(&a))
-                    .is_pending()
-            );
+            assert!(pending(&mut watch, &a));
         }
-        assert_eq!(cache.proxies.lock().unwrap()["p"].lock().waiting.len(), 1);
+        assert_eq!(waiting(), 1);
         assert!(cache.set("p", &[cluster("a", 1)]));
         assert_eq!(woken_a.load(Ordering::SeqCst), 1);
-        assert!(matches!(
-            watch.poll_changed(&mut Context::from_waker(&a)),
-            Poll::Ready(Some(Some(_)))
-        ));
+        sees_one_new(&mut watch, &a);
         // Registered with `a`, then polled from another task: `b` is woken.
-        assert!(
-            watch
-                .poll_changed(&mut Context::from_waker(&a))
-                .is_pending()
-        );
-        assert!(
-            watch
-                .poll_changed(&mut Context::from_waker(&b))
-                .is_pending()
-        );
+        assert!(pending(&mut watch, &b));
         assert!(cache.set("p", &[cluster("a", 2)]));
         assert_eq!(woken_a.load(Ordering::SeqCst), 1);
         assert_eq!(woken_b.load(Ordering::SeqCst), 1);
-        // Nothing new: pending, with nothing left registered twice.
-        assert!(matches!(
-            watch.poll_changed(&mut Context::from_waker(&b)),
-            Poll::Ready(Some(Some(_)))
-        ));
-        assert!(
-            watch
-                .poll_changed(&mut Context::from_waker(&b))
-                .is_pending()
-        );
-        assert_eq!(cache.proxies.lock().unwrap()["p"].lock().waiting.len(), 1);
+        // Nothing registered twice.
+        sees_one_new(&mut watch, &b);
+        assert_eq!(waiting(), 1);
         // Forgotten: the registered waker is woken and the watch ends.
         cache.remove("p");
         assert_eq!(woken_b.load(Ordering::SeqCst), 2);
@@ -692,54 +669,48 @@ mod tests {
         ));
     }
 
+    /// `p`'s snapshot set to one cluster, its streams not woken yet.
+    fn staged_into(cache: &SnapshotCache, handle: &mut SlotHandle, connect_ms: u64) -> Staged {
+        let mut staged = Staged::default();
+        let snap = Arc::new(cache.build(&[cluster("a", connect_ms)]));
+        cache.stage(handle, "p", snap, &mut staged);
+        staged
+    }
+
+    /// The watch has one new snapshot, then nothing.
+    fn sees_one_new(watch: &mut SnapshotWatch, waker: &Waker) {
+        assert!(matches!(
+            watch.poll_changed(&mut Context::from_waker(waker)),
+            Poll::Ready(Some(Some(_)))
+        ));
+        assert!(pending(watch, waker));
+    }
+
+    fn pending(watch: &mut SnapshotWatch, waker: &Waker) -> bool {
+        watch
+            .poll_changed(&mut Context::from_waker(waker))
+            .is_pending()
+    }
+
     #[test]
     fn a_slot_handle_follows_a_proxy_forgotten_and_back() {
         let cache = SnapshotCache::new();
         let mut handle = SlotHandle::default();
-        let stage = |handle: &mut SlotHandle, connect_ms| {
-            let mut staged = Staged::default();
-            let snap = Arc::new(cache.build(&[cluster("a", connect_ms)]));
-            cache.stage(handle, "p", snap, &mut staged);
-            staged.wake()
-        };
+        let stage =
+            |handle: &mut SlotHandle, connect_ms| staged_into(&cache, handle, connect_ms).wake();
         let mut first = cache.watch("p");
         assert_eq!(stage(&mut handle, 1), 1);
         assert_eq!(stage(&mut handle, 1), 0, "the same snapshot again");
         let (w, woken) = counting();
-        assert!(matches!(
-            first.poll_changed(&mut Context::from_waker(&w)),
-            Poll::Ready(Some(Some(_)))
-        ));
-        assert!(
-            first
-                .poll_changed(&mut Context::from_waker(&w))
-                .is_pending()
-        );
+        sees_one_new(&mut first, &w);
         // Staged: set, but its stream is woken only by `wake`.
-        let mut staged = Staged::default();
-        cache.stage(
-            &mut handle,
-            "p",
-            Arc::new(cache.build(&[cluster("a", 2)])),
-            &mut staged,
-        );
+        let staged = staged_into(&cache, &mut handle, 2);
         assert_eq!(woken.load(Ordering::SeqCst), 0);
         assert_eq!(staged.wake(), 1);
         assert_eq!(woken.load(Ordering::SeqCst), 1);
         // Dropped without `wake` (an early return): woken all the same.
-        assert!(matches!(
-            first.poll_changed(&mut Context::from_waker(&w)),
-            Poll::Ready(Some(Some(_)))
-        ));
-        assert!(
-            first
-                .poll_changed(&mut Context::from_waker(&w))
-                .is_pending()
-        );
-        let mut staged = Staged::default();
-        let snap = Arc::new(cache.build(&[cluster("a", 5)]));
-        cache.stage(&mut handle, "p", snap, &mut staged);
-        drop(staged);
+        sees_one_new(&mut first, &w);
+        drop(staged_into(&cache, &mut handle, 5));
         assert_eq!(woken.load(Ordering::SeqCst), 2);
         // The proxy is forgotten and comes back: the old handle reaches
         // the new slot, so the new stream gets the snapshot.
