@@ -384,20 +384,13 @@ impl SnapshotCache {
         Snapshot::new(entries)
     }
 
-    /// Sets a proxy's snapshot. Returns whether anything changed for it.
+    /// Sets a proxy's snapshot and wakes its streams. Returns whether
+    /// anything changed for it.
     pub fn set(&self, node_id: &str, plans: &[ResourcePlan]) -> bool {
-        let snap = Arc::new(self.build(plans));
-        self.publish([(node_id.to_string(), snap)]) == 1
-    }
-
-    /// Sets the snapshots of many proxies at once, waking the streams of
-    /// those whose snapshot changed; returns how many did.
-    pub fn publish(&self, snaps: impl IntoIterator<Item = (String, Arc<Snapshot>)>) -> usize {
         let mut staged = Staged::default();
-        for (node_id, snap) in snaps {
-            self.stage(&mut SlotHandle::default(), &node_id, snap, &mut staged);
-        }
-        staged.wake()
+        let snap = Arc::new(self.build(plans));
+        self.stage(&mut SlotHandle::default(), node_id, snap, &mut staged);
+        staged.wake() == 1
     }
 
     /// Sets a proxy's snapshot (through `handle`, which remembers its slot)
@@ -574,10 +567,7 @@ mod tests {
         let cache = SnapshotCache::new();
         let mut early = cache.watch("p");
         assert!(early.latest().is_none());
-        assert_eq!(
-            cache.publish([("p".to_string(), Arc::new(cache.build(&[cluster("a", 1)])))]),
-            1
-        );
+        assert!(cache.set("p", &[cluster("a", 1)]));
         // A watch made now starts from the current snapshot: nothing new for it.
         let mut late = cache.watch("p");
         let waker = futures::task::noop_waker();
@@ -589,10 +579,7 @@ mod tests {
         assert!(got.get(ResourceType::Cluster, "a").is_some());
         assert!(early.poll_changed(&mut cx).is_pending());
         // An equal snapshot changes nothing and wakes nobody.
-        assert_eq!(
-            cache.publish([("p".to_string(), Arc::new(cache.build(&[cluster("a", 1)])))]),
-            0
-        );
+        assert!(!cache.set("p", &[cluster("a", 1)]));
         assert!(early.poll_changed(&mut cx).is_pending());
         // A new one wakes the waiting watches; a dropped watch leaves no waker behind.
         let waiting = tokio::spawn(async move { late.changed().await });
