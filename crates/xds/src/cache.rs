@@ -277,9 +277,7 @@ impl Drop for Staged {
     /// Dropped without [`Staged::wake`] (an early return): the streams of
     /// the snapshots set are woken anyway, never left parked.
     fn drop(&mut self) {
-        for waker in self.wake.drain(..) {
-            waker.wake();
-        }
+        self.wake_all();
     }
 }
 
@@ -294,10 +292,14 @@ impl Staged {
 
     /// Wakes the streams of every changed snapshot; returns how many changed.
     pub fn wake(mut self) -> usize {
+        self.wake_all();
+        self.changed
+    }
+
+    fn wake_all(&mut self) {
         for waker in self.wake.drain(..) {
             waker.wake();
         }
-        self.changed
     }
 }
 
